@@ -1,0 +1,144 @@
+"""The pool's settings, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from typing import Any, Literal, get_args
+
+import attrs
+
+Security = Literal["starttls", "ssl", "none"]
+
+SECURITY_MODES: tuple[str, ...] = get_args(Security)
+
+# RFC 8314 section 3.3 assigns port 465 to SMTP over implicit TLS; every other port
+# (587 submission, 25 relay) starts in clear text and must upgrade with STARTTLS.
+IMPLICIT_TLS_PORT = 465
+
+
+def default_security(port: int) -> Security:
+    """Return the security mode a port implies when the caller names none."""
+    return "ssl" if port == IMPLICIT_TLS_PORT else "starttls"
+
+
+def _number(
+    *, minimum: float, inclusive: bool, integer: bool = False, optional: bool = False
+) -> Any:
+    """Build a validator for a numeric setting with a lower bound."""
+    bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and optional:
+            return
+
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            expected = "an integer" if integer else "a number"
+            none = " or None" if optional else ""
+            raise TypeError(f"{attribute.name} must be {expected}{none}, got {value!r}")
+
+        too_small = value < minimum if inclusive else value <= minimum
+        if too_small or math.isnan(value):
+            raise ValueError(f"{attribute.name} must be {bound}, got {value!r}")
+
+    return check
+
+
+def _optional_text(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string or None")
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+def _port(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"port must be an integer, got {value!r}")
+    if not 0 < value < 65536:
+        raise ValueError(f"port must be between 1 and 65535, got {value}")
+
+
+def _security(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in SECURITY_MODES:
+        choices = ", ".join(repr(mode) for mode in SECURITY_MODES)
+        raise ValueError(f"security must be one of {choices}, got {value!r}")
+
+
+def _ssl_context(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise TypeError("ssl_context must be an ssl.SSLContext or None")
+
+
+def _source_address(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not isinstance(value[0], str)
+        or not isinstance(value[1], int)
+    ):
+        raise TypeError(f"source_address must be a (host, port) tuple, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class PoolConfig:
+    """Everything a pool needs to open and recycle sessions.
+
+    ``None`` for ``max_idle``, ``max_lifetime`` or ``max_messages`` means no limit.
+    """
+
+    host: str = attrs.field(validator=_non_empty)
+    port: int = attrs.field(validator=_port)
+    security: Security = attrs.field(validator=_security)
+    username: str | None = attrs.field(default=None, validator=_optional_text)
+    password: str | None = attrs.field(
+        default=None, repr=False, validator=_optional_text
+    )
+    ssl_context: ssl.SSLContext | None = attrs.field(
+        default=None, validator=_ssl_context
+    )
+    local_hostname: str | None = attrs.field(default=None, validator=_optional_text)
+    source_address: tuple[str, int] | None = attrs.field(
+        default=None, validator=_source_address
+    )
+    timeout: float = attrs.field(
+        default=30.0, validator=_number(minimum=0, inclusive=False)
+    )
+    max_size: int = attrs.field(
+        default=5, validator=_number(minimum=1, inclusive=True, integer=True)
+    )
+    acquire_timeout: float = attrs.field(
+        default=30.0, validator=_number(minimum=0, inclusive=False)
+    )
+    max_idle: float | None = attrs.field(
+        default=60.0, validator=_number(minimum=0, inclusive=True, optional=True)
+    )
+    max_lifetime: float | None = attrs.field(
+        default=600.0, validator=_number(minimum=0, inclusive=True, optional=True)
+    )
+    max_messages: int | None = attrs.field(
+        default=100,
+        validator=_number(minimum=1, inclusive=True, integer=True, optional=True),
+    )
+    validate_after: float = attrs.field(
+        default=1.0, validator=_number(minimum=0, inclusive=True)
+    )
+    name: str = attrs.field(validator=_non_empty)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be given together")
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as logs and errors show it."""
+        return f"{self.host}:{self.port}"

@@ -1,0 +1,472 @@
+"""The pool: which session each caller gets, and what happens to it afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+
+import attrs
+from typing_extensions import Self
+
+from ._config import PoolConfig, Security, default_security
+from ._connection import Connection, Refused
+from ._log import logger
+from ._session import Session, State, open_session
+from ._stats import CloseReason, Counters, PoolStats
+from .exceptions import PoolClosed, PoolTimeout
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """A checkout queued for the next free session or slot, first come first served."""
+
+    wakeup: threading.Condition
+    session: Session | None = None
+    slot: bool = False
+
+    @property
+    def is_served(self) -> bool:
+        return self.session is not None or self.slot
+
+
+# What a checkout is granted: an idle session to check, or None, a slot to open one.
+_Grant = Session | None
+
+
+class SMTPPool:
+    """A thread-safe pool of SMTP sessions to one server.
+
+    Args:
+        host: The SMTP server's host name or address.
+        port: The server's port; 587 (submission) unless given.
+        security: ``"starttls"`` to upgrade a plain session with STARTTLS,
+            ``"ssl"`` for implicit TLS, ``"none"`` for no encryption. When omitted
+            it is ``"ssl"`` on port 465 and ``"starttls"`` on any other port.
+        username: The user to log in as, once per session; needs ``password``.
+        password: The password for ``username``. Never shown in reprs or logs.
+        ssl_context: The TLS context; ``ssl.create_default_context()`` when omitted,
+            which verifies the certificate and the host name.
+        local_hostname: The name sent in EHLO; looked up once per process if omitted.
+        source_address: A ``(host, port)`` to bind the client socket to.
+        timeout: Seconds any single socket operation may take.
+        max_size: The most sessions open at once, counting those being opened.
+        acquire_timeout: Seconds a checkout waits for a free session or slot.
+        max_idle: Seconds a session may sit unused before it is closed, or None.
+        max_lifetime: Seconds a session may live, shortened by a random 0-10 %
+            fixed when it is opened, or None for no limit.
+        max_messages: Messages a session may send before it is replaced, or None.
+        validate_after: Seconds of idleness after which a checkout sends NOOP first.
+        name: A name for logs, errors and repr; ``host:port`` when omitted.
+        clock: A monotonic clock in seconds, used for ages and expiry; tests inject
+            a fake one. Waiting for a checkout always uses real time.
+
+    Raises:
+        ValueError: A size, timeout or age is out of range, or the settings
+            contradict each other.
+        TypeError: A setting has the wrong type.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 587,
+        *,
+        security: Security | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float = 30.0,
+        max_size: int = 5,
+        acquire_timeout: float = 30.0,
+        max_idle: float | None = 60.0,
+        max_lifetime: float | None = 600.0,
+        max_messages: int | None = 100,
+        validate_after: float = 1.0,
+        name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = PoolConfig(
+            host=host,
+            port=port,
+            security=default_security(port) if security is None else security,
+            username=username,
+            password=password,
+            ssl_context=ssl_context,
+            local_hostname=local_hostname,
+            source_address=source_address,
+            timeout=timeout,
+            max_size=max_size,
+            acquire_timeout=acquire_timeout,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            max_messages=max_messages,
+            validate_after=validate_after,
+            name=f"{host}:{port}" if name is None else name,
+        )
+        self._clock = clock
+
+        # The lock guards only the fields below; no network I/O happens under it.
+        self._lock = threading.Lock()
+        self._idle: list[Session] = []
+        self._size = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+        self._counters = Counters()
+
+    @property
+    def name(self) -> str:
+        """The pool's name, as logs, errors and repr show it."""
+        return self._config.name
+
+    @property
+    def config(self) -> PoolConfig:
+        """The validated settings; the password is kept out of its repr."""
+        return self._config
+
+    def __repr__(self) -> str:
+        with self._lock:
+            idle, size, waiting = len(self._idle), self._size, len(self._waiters)
+        return (
+            f"<SMTPPool {self.name!r} {self._config.address} "
+            f"[{idle} idle, {size - idle} in use, {waiting} waiting]>"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> object:
+        raise TypeError(
+            f"pool {self.name!r} cannot be pickled: its sessions are sockets of this "
+            "process; build a pool in each process instead"
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Lend a live session for the ``with`` block, then take it back.
+
+        Raises:
+            PoolTimeout: No session became free within ``acquire_timeout``.
+            PoolClosed: The pool was closed.
+            OSError: Opening a new session failed (smtplib's errors are OSErrors).
+        """
+        session = self._checkout()
+        lease = Connection(session, self.name)
+        try:
+            yield lease
+        except BaseException:
+            # The block failed somewhere: keep the session only if RSET proves it
+            # is back to a clean state.
+            if session.state is State.READY:
+                session.state = State.NEEDS_RESET
+            raise
+        finally:
+            self._checkin(lease._return())
+
+    def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> Refused:
+        """Send one message on a pooled session, as ``smtplib.SMTP.send_message``."""
+        with self.connection() as conn:
+            return conn.send_message(
+                msg, from_addr, to_addrs, mail_options, rcpt_options
+            )
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> Refused:
+        """Send one message on a pooled session, as ``smtplib.SMTP.sendmail``."""
+        with self.connection() as conn:
+            return conn.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+
+    def stats(self) -> PoolStats:
+        """Return a consistent snapshot of the pool's state and counters."""
+        with self._lock:
+            counters = self._counters
+            idle = len(self._idle)
+            return PoolStats(
+                size=self._size,
+                idle=idle,
+                in_use=self._size - idle,
+                waiting=len(self._waiters),
+                created=counters.created,
+                reused=counters.reused,
+                closed=counters.closed_counts(),
+                noops=counters.noops,
+                checkouts=counters.checkouts,
+                waits=counters.waits,
+                wait_time=counters.wait_time,
+                timeouts=counters.timeouts,
+            )
+
+    def prune(self) -> None:
+        """Close idle sessions that have expired or that the server has dropped."""
+        now = self._clock()
+        with self._lock:
+            doomed = [
+                (session, reason)
+                for session in self._idle
+                if (reason := self._expiry(session, now)) is not None
+            ]
+            for session, _ in doomed:
+                self._idle.remove(session)
+
+        for session, reason in doomed:
+            self._discard(session, reason)
+
+        # Readability is checked outside the lock; a session found dead is taken
+        # out only if nobody checked it out in the meantime.
+        with self._lock:
+            candidates = list(self._idle)
+        for session in candidates:
+            if session.is_readable() and self._take_idle(session):
+                self._discard(session, CloseReason.VALIDATION_FAILED)
+
+    def close(self) -> None:
+        """Close the pool: QUIT idle sessions now, in-use ones when they come back.
+
+        Waiting and later checkouts raise :class:`PoolClosed`. Closing twice is
+        harmless.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+            for waiter in self._waiters:
+                waiter.wakeup.notify()
+
+        for session in idle:
+            self._discard(session, CloseReason.POOL_CLOSED)
+        logger.debug("pool.closed pool=%s address=%s", self.name, self._config.address)
+
+    # Checkout
+
+    def _checkout(self) -> Session:
+        deadline = time.monotonic() + self._config.acquire_timeout
+        grant = self._reserve(deadline)
+
+        while True:
+            if grant is None:
+                return self._open()
+
+            try:
+                reason = self._validate(grant)
+            except BaseException:
+                self._discard(grant, CloseReason.BROKEN)
+                raise
+            if reason is None:
+                with self._lock:
+                    self._counters.reused += 1
+                return grant
+
+            # The caller never sees a stale session: close it and carry on with
+            # another idle one, or with its slot to open a new one.
+            self._close_session(grant, reason)
+            grant = self._replace(grant, reason)
+
+    def _reserve(self, deadline: float) -> _Grant:
+        """Take an idle session or a slot, waiting in line for one if need be."""
+        with self._lock:
+            self._raise_if_closed()
+            self._counters.checkouts += 1
+
+            if self._idle:
+                # Newest first: a few sessions stay hot and the rest expire.
+                return self._idle.pop()
+            if self._size < self._config.max_size:
+                self._size += 1
+                return None
+
+            waiter = _Waiter(threading.Condition(self._lock))
+            self._waiters.append(waiter)
+            started = time.monotonic()
+            while not waiter.is_served and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                waiter.wakeup.wait(remaining)
+
+            waited = time.monotonic() - started
+            self._counters.waits += 1
+            self._counters.wait_time += waited
+            if waiter.is_served:
+                return waiter.session
+
+            self._waiters.remove(waiter)
+            self._raise_if_closed()
+            self._counters.timeouts += 1
+            raise PoolTimeout(
+                f"couldn't get a connection from pool {self.name!r} "
+                f"after {waited:.2f} s"
+            )
+
+    def _open(self) -> Session:
+        """Open a session in a slot already reserved; free the slot if that fails."""
+        try:
+            session = open_session(self._config, self._clock(), self.name)
+        except BaseException:
+            self._release_slot()
+            raise
+
+        with self._lock:
+            self._counters.created += 1
+        return session
+
+    def _validate(self, session: Session) -> CloseReason | None:
+        """Check an idle session before lending it; return why it must go, if so."""
+        now = self._clock()
+        reason = self._expiry(session, now)
+        if reason is not None:
+            return reason
+
+        if session.is_readable():
+            return CloseReason.VALIDATION_FAILED
+
+        # A session used moments ago is trusted without a round trip.
+        if now - session.last_used <= self._config.validate_after:
+            return None
+
+        with self._lock:
+            self._counters.noops += 1
+        if not session.noop():
+            return CloseReason.VALIDATION_FAILED
+        return None
+
+    def _replace(self, failed: Session, reason: CloseReason) -> _Grant:
+        """After closing a failed session, swap its slot for an idle session if any."""
+        with self._lock:
+            self._counters.closed[reason] += 1
+            if self._closed:
+                self._release_slot_locked()
+                self._raise_if_closed()
+            if self._idle:
+                # Nobody waits while sessions are idle, so the slot just goes.
+                self._size -= 1
+                return self._idle.pop()
+            return None
+
+    def _expiry(self, session: Session, now: float) -> CloseReason | None:
+        config = self._config
+        if config.max_messages is not None and session.messages >= config.max_messages:
+            return CloseReason.MESSAGES
+        if now >= session.expires_at:
+            return CloseReason.LIFETIME
+        if config.max_idle is not None and now - session.last_used > config.max_idle:
+            return CloseReason.IDLE
+        return None
+
+    # Checkin
+
+    def _checkin(self, session: Session) -> None:
+        now = self._clock()
+        if session.state is State.BROKEN:
+            self._discard(session, CloseReason.BROKEN)
+            return
+
+        reason = self._expiry(session, now)
+        if (
+            reason is None
+            and session.state is State.NEEDS_RESET
+            and not session.reset()
+        ):
+            reason = CloseReason.BROKEN
+        if reason is not None:
+            self._discard(session, reason)
+            return
+
+        session.last_used = now
+        with self._lock:
+            if not self._closed:
+                self._hand_over_locked(session)
+                return
+        self._discard(session, CloseReason.POOL_CLOSED)
+
+    def _hand_over_locked(self, session: Session) -> None:
+        """Give a healthy session to the oldest waiter, or put it on the idle stack."""
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.session = session
+            waiter.wakeup.notify()
+        else:
+            self._idle.append(session)
+
+    # Closing
+
+    def _discard(self, session: Session, reason: CloseReason) -> None:
+        """Close a session the pool owns and free its slot."""
+        self._close_session(session, reason)
+        with self._lock:
+            self._counters.closed[reason] += 1
+            self._release_slot_locked()
+
+    def _close_session(self, session: Session, reason: CloseReason) -> None:
+        broken = session.state is State.BROKEN or reason in (
+            CloseReason.BROKEN,
+            CloseReason.VALIDATION_FAILED,
+        )
+        if reason is CloseReason.BROKEN:
+            logger.warning(
+                "close.broken pool=%s address=%s session=%d",
+                self.name,
+                self._config.address,
+                session.id,
+            )
+        else:
+            logger.debug(
+                "close pool=%s address=%s session=%d reason=%s",
+                self.name,
+                self._config.address,
+                session.id,
+                reason.value,
+            )
+        session.close(polite=not broken)
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._release_slot_locked()
+
+    def _release_slot_locked(self) -> None:
+        """Pass a freed slot to the oldest waiter, or shrink the pool."""
+        if self._waiters and not self._closed:
+            waiter = self._waiters.popleft()
+            waiter.slot = True
+            waiter.wakeup.notify()
+        else:
+            self._size -= 1
+
+    def _take_idle(self, session: Session) -> bool:
+        with self._lock:
+            if session in self._idle:
+                self._idle.remove(session)
+                return True
+            return False
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")

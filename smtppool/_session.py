@@ -1,0 +1,254 @@
+"""One SMTP session: opening it, checking it, running commands on it, closing it.
+
+Everything here does network I/O, so the pool never calls it with its lock held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import math
+import random
+import select
+import smtplib
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import attrs
+
+from ._config import PoolConfig
+from ._log import logger
+
+T = TypeVar("T")
+
+# Closing must not hang a worker on a server that stopped answering: QUIT gets at
+# most this long, whatever the session's own timeout.
+QUIT_TIMEOUT = 2.0
+
+# max_lifetime is shortened by up to this fraction, chosen once per session, so that
+# sessions opened together do not all expire together.
+LIFETIME_JITTER = 0.1
+
+_ids = itertools.count(1)
+_hostname_lock = threading.Lock()
+_hostname: str | None = None
+
+
+def default_local_hostname() -> str:
+    """Return the name to send in EHLO, working it out once per process.
+
+    smtplib looks this up with ``socket.getfqdn()`` for every new ``SMTP`` object
+    unless it is given a name, and that lookup can block for seconds on a machine
+    whose host name does not resolve. The rule is smtplib's own: the FQDN if it has
+    a dot, else the address literal of the host (RFC 5321 section 4.1.4).
+    """
+    global _hostname  # noqa: PLW0603 - a per-process cache by design
+
+    with _hostname_lock:
+        if _hostname is None:
+            fqdn = socket.getfqdn()
+            if "." in fqdn:
+                _hostname = fqdn
+            else:
+                try:
+                    address = socket.gethostbyname(socket.gethostname())
+                except OSError:
+                    address = "127.0.0.1"
+                _hostname = f"[{address}]"
+        return _hostname
+
+
+def forget_local_hostname() -> None:
+    """Drop the cached EHLO name, so that the next session works it out again."""
+    global _hostname  # noqa: PLW0603
+
+    with _hostname_lock:
+        _hostname = None
+
+
+class State(enum.Enum):
+    """What is known of a session's protocol state."""
+
+    # No transaction is open and every reply has been read.
+    READY = "ready"
+    # Replies are in step, but a transaction may be open: RSET before reuse.
+    NEEDS_RESET = "needs_reset"
+    # Lost, answered 421, timed out or interrupted mid-command: never reuse.
+    BROKEN = "broken"
+
+
+@attrs.define(eq=False)
+class Session:
+    """An open ``smtplib.SMTP`` with what the pool needs to know to recycle it."""
+
+    smtp: smtplib.SMTP
+    created_at: float
+    expires_at: float
+    last_used: float
+    id: int = attrs.field(factory=lambda: next(_ids))
+    messages: int = 0
+    state: State = State.READY
+
+    def is_readable(self) -> bool:
+        """Tell, without a round trip, whether the server has spoken or hung up.
+
+        An idle client session should have nothing to read: the server only ever
+        answers commands. Readable therefore means a pending reply nobody asked for
+        (a ``421`` before the server closes, RFC 5321 section 3.8) or end of file.
+        ``poll`` rather than ``select``, which fails on descriptors above 1023.
+        """
+        sock = self.smtp.sock
+        if sock is None or sock.fileno() < 0:
+            return True
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+
+        if not hasattr(select, "poll"):  # Windows has no poll
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+
+    def run(self, operation: Callable[[smtplib.SMTP], T], *, message: bool) -> T:
+        """Run one exchange on the session and record the state it leaves behind."""
+        if message:
+            self.messages += 1
+
+        # Until the operation returns, the replies may be out of step with the
+        # commands; only a completed operation or a clean refusal says otherwise.
+        self.state = State.BROKEN
+        try:
+            result = operation(self.smtp)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            self.state = State.BROKEN if 421 in codes else State.NEEDS_RESET
+            raise
+        except smtplib.SMTPResponseException as exc:
+            self.state = State.BROKEN if exc.smtp_code == 421 else State.NEEDS_RESET
+            raise
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except smtplib.SMTPException:
+            # Refused on our side before a command went out (SMTPUTF8 not offered).
+            self.state = State.NEEDS_RESET
+            raise
+        except OSError:
+            raise
+        except Exception:
+            # Raised while building or encoding the message, before it is sent.
+            self.state = State.NEEDS_RESET
+            raise
+
+        self.state = State.READY
+        return result
+
+    def noop(self) -> bool:
+        """Send NOOP; tell whether the server answered 250."""
+        try:
+            code, _ = self.run(lambda smtp: smtp.noop(), message=False)
+        except (smtplib.SMTPException, OSError):
+            return False
+        return code == 250
+
+    def reset(self) -> bool:
+        """Send RSET to end any open transaction; tell whether it answered 250."""
+        try:
+            code, _ = self.run(lambda smtp: smtp.rset(), message=False)
+        except (smtplib.SMTPException, OSError):
+            return False
+        if code != 250:
+            self.state = State.BROKEN
+        return code == 250
+
+    def close(self, *, polite: bool) -> None:
+        """Close the session, saying QUIT first when ``polite`` and it may help.
+
+        Errors are swallowed: the session is being thrown away, and a failed QUIT
+        must never turn into an error for a message that was already delivered.
+        """
+        sock = self.smtp.sock
+        if polite and sock is not None and self.state is not State.BROKEN:
+            try:
+                sock.settimeout(min(QUIT_TIMEOUT, sock.gettimeout() or QUIT_TIMEOUT))
+                self.smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+
+        with contextlib.suppress(OSError):
+            self.smtp.close()
+        self.state = State.BROKEN
+
+
+def _client(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:
+    """Build an unconnected client; the EHLO name is passed so smtplib looks none up."""
+    hostname = config.local_hostname or default_local_hostname()
+    if config.security == "ssl":
+        return smtplib.SMTP_SSL(
+            local_hostname=hostname,
+            timeout=config.timeout,
+            source_address=config.source_address,
+            context=context,
+        )
+    return smtplib.SMTP(
+        local_hostname=hostname,
+        timeout=config.timeout,
+        source_address=config.source_address,
+    )
+
+
+def _handshake(
+    smtp: smtplib.SMTP, config: PoolConfig, context: ssl.SSLContext | None
+) -> None:
+    """Greeting, EHLO, STARTTLS and EHLO again, then AUTH once."""
+    code, reply = smtp.connect(config.host, config.port)
+    if code != 220:
+        raise smtplib.SMTPConnectError(code, reply)
+
+    smtp.ehlo_or_helo_if_needed()
+
+    if config.security == "starttls":
+        smtp.starttls(context=context)
+        # RFC 3207 section 4.2: forget what the server said before TLS and ask again.
+        smtp.ehlo()
+
+    if config.username is not None and config.password is not None:
+        smtp.login(config.username, config.password)
+
+
+def open_session(config: PoolConfig, now: float, pool_name: str) -> Session:
+    """Connect, secure and log in a new session, or raise and leave nothing open."""
+    context = None
+    if config.security != "none":
+        context = config.ssl_context or ssl.create_default_context()
+
+    logger.debug("connect.started pool=%s address=%s", pool_name, config.address)
+    smtp = _client(config, context)
+    try:
+        _handshake(smtp, config, context)
+    except BaseException as exc:
+        smtp.close()
+        logger.debug(
+            "connect.failed pool=%s address=%s error=%s",
+            pool_name,
+            config.address,
+            type(exc).__name__,
+        )
+        raise
+
+    lifetime = math.inf if config.max_lifetime is None else config.max_lifetime
+    jitter = 1.0 - random.uniform(0.0, LIFETIME_JITTER)  # noqa: S311 - not for secrets
+    session = Session(
+        smtp=smtp, created_at=now, expires_at=now + lifetime * jitter, last_used=now
+    )
+    logger.debug(
+        "connect.complete pool=%s address=%s session=%d",
+        pool_name,
+        config.address,
+        session.id,
+    )
+    return session
