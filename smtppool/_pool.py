@@ -134,9 +134,11 @@ class SMTPPool:
     def __repr__(self) -> str:
         with self._lock:
             idle, size, waiting = len(self._idle), self._size, len(self._waiters)
+        label = self._config.address
+        if self.name != label:
+            label = f"{self.name!r} {label}"
         return (
-            f"<SMTPPool {self.name!r} {self._config.address} "
-            f"[{idle} idle, {size - idle} in use, {waiting} waiting]>"
+            f"<SMTPPool {label} [{idle} idle, {size - idle} in use, {waiting} waiting]>"
         )
 
     def __enter__(self) -> Self:
