@@ -515,7 +515,9 @@ class _ScriptedSMTP(SMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._owner._session_ended(self)
+        # asyncio closes the socket only after this returns; record the end after
+        # that, so a test that waits for it knows the client can see the close.
+        self.loop.call_soon(self._owner._session_ended, self)
         super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:

@@ -1,0 +1,73 @@
+"""Fixtures shared by the test suite: a fake clock, pools bound to a test server,
+and messages with unique Message-IDs."""
+
+from __future__ import annotations
+
+import email.message
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+from smtppool import SMTPPool
+from smtppool.testing import SMTPTestServer
+
+_ids = itertools.count(1)
+
+
+@attrs.define
+class FakeClock:
+    """A monotonic clock that moves only when a test says so."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_message(subject: str = "hello") -> email.message.EmailMessage:
+    """A small message with a Message-ID nobody else uses."""
+    msg = email.message.EmailMessage()
+    msg["From"] = "sender@example.test"
+    msg["To"] = "rcpt@example.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{next(_ids)}.smtppool-test@example.test>"
+    msg.set_content("A message from the smtppool test suite.\n")
+    return msg
+
+
+@pytest.fixture
+def message() -> Callable[..., email.message.EmailMessage]:
+    return make_message
+
+
+@pytest.fixture
+def pool_factory(
+    smtp_server: SMTPTestServer,
+) -> Iterator[Callable[..., SMTPPool]]:
+    """Build pools for a server (the plain ``smtp_server`` unless one is passed);
+    every pool is closed after the test."""
+    pools: list[SMTPPool] = []
+
+    def make(server: SMTPTestServer | None = None, **options: Any) -> SMTPPool:
+        server = server or smtp_server
+        options.setdefault("security", "none")
+        options.setdefault("local_hostname", "client.example.test")
+        options.setdefault("timeout", 5.0)
+        pool = SMTPPool(server.host, server.port, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
