@@ -184,17 +184,25 @@ class Session:
         self.state = State.BROKEN
 
 
-def _client(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:
-    """Build an unconnected client; the EHLO name is passed so smtplib looks none up."""
+def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:
+    """Open the TCP (or TLS) connection and read the greeting.
+
+    smtplib closes the socket itself when this fails. The EHLO name is passed in so
+    that smtplib does not look it up again for every session.
+    """
     hostname = config.local_hostname or default_local_hostname()
     if config.security == "ssl":
         return smtplib.SMTP_SSL(
+            config.host,
+            config.port,
             local_hostname=hostname,
             timeout=config.timeout,
             source_address=config.source_address,
             context=context,
         )
     return smtplib.SMTP(
+        config.host,
+        config.port,
         local_hostname=hostname,
         timeout=config.timeout,
         source_address=config.source_address,
@@ -204,11 +212,7 @@ def _client(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:
 def _handshake(
     smtp: smtplib.SMTP, config: PoolConfig, context: ssl.SSLContext | None
 ) -> None:
-    """Greeting, EHLO, STARTTLS and EHLO again, then AUTH once."""
-    code, reply = smtp.connect(config.host, config.port)
-    if code != 220:
-        raise smtplib.SMTPConnectError(code, reply)
-
+    """EHLO, STARTTLS and EHLO again, then AUTH once."""
     smtp.ehlo_or_helo_if_needed()
 
     if config.security == "starttls":
@@ -227,11 +231,14 @@ def open_session(config: PoolConfig, now: float, pool_name: str) -> Session:
         context = config.ssl_context or ssl.create_default_context()
 
     logger.debug("connect.started pool=%s address=%s", pool_name, config.address)
-    smtp = _client(config, context)
     try:
-        _handshake(smtp, config, context)
+        smtp = _connect(config, context)
+        try:
+            _handshake(smtp, config, context)
+        except BaseException:
+            smtp.close()
+            raise
     except BaseException as exc:
-        smtp.close()
         logger.debug(
             "connect.failed pool=%s address=%s error=%s",
             pool_name,

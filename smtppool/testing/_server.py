@@ -407,7 +407,8 @@ class SMTPTestServer:
             with self._changed:
                 smtp.record.authenticated_as = username
                 self._changed.notify_all()
-        return AuthResult(success=success)
+        # handled=False: aiosmtpd itself then answers 235 or 535.
+        return AuthResult(success=success, handled=False)
 
     def _session_started(self, protocol: _ScriptedSMTP, peer: Any) -> _LiveSession:
         with self._changed:

@@ -1,0 +1,125 @@
+"""STARTTLS, implicit TLS and login, with certificates from trustme."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from collections.abc import Callable
+
+import pytest
+import trustme
+
+from smtppool import SMTPPool
+from smtppool.testing import SMTPTestServer
+
+from .conftest import make_message
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def test_starttls_then_ehlo_again_then_login_once(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    """A STARTTLS session says EHLO twice and logs in once for many messages."""
+    server = smtp_server_factory(
+        tls_context=server_context, auth=("app", PASSWORD), require_auth=True
+    )
+    pool = pool_factory(
+        server,
+        security="starttls",
+        ssl_context=client_context,
+        username="app",
+        password=PASSWORD,
+    )
+    for _ in range(3):
+        pool.send_message(make_message())
+
+    (session,) = server.sessions
+    assert session.tls
+    assert session.authenticated_as == "app"
+    assert session.commands[:4] == ("EHLO", "STARTTLS", "EHLO", "AUTH")
+    assert session.commands.count("AUTH") == 1
+    assert len(server.messages) == 3
+
+
+def test_implicit_tls(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    """security='ssl' speaks TLS from the first byte."""
+    server = smtp_server_factory(tls_context=server_context, implicit_tls=True)
+    pool = pool_factory(server, security="ssl", ssl_context=client_context)
+    msg = make_message()
+
+    pool.send_message(msg)
+
+    assert server.sessions[0].tls
+    assert "STARTTLS" not in server.sessions[0].commands
+    assert server.deliveries(msg["Message-ID"]) == 1
+
+
+def test_default_context_verifies_the_certificate(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+) -> None:
+    """Without a context the system's trust store is used, so an unknown CA fails
+    before AUTH and the password never leaves the client."""
+    server = smtp_server_factory(tls_context=server_context, auth=("app", PASSWORD))
+    pool = pool_factory(server, security="starttls", username="app", password=PASSWORD)
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        pool.send_message(make_message())
+
+    assert "AUTH" not in server.sessions[0].commands
+    assert pool.stats().size == 0
+
+
+def test_secrets_stay_out_of_repr_logs_and_errors(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Neither a good nor a bad password shows up in repr, logs or errors."""
+    caplog.set_level(logging.DEBUG, logger="smtppool")
+    server = smtp_server_factory(auth=("app", PASSWORD))
+    good = pool_factory(server, username="app", password=PASSWORD)
+    wrong = "wrong-" + PASSWORD
+    bad = pool_factory(server, username="app", password=wrong)
+
+    good.send_message(make_message())
+    with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
+        bad.send_message(make_message())
+
+    shown = " ".join(
+        [repr(good), repr(bad), repr(good.config), repr(bad.config), str(good.stats())]
+        + [str(failure.value), repr(failure.value), caplog.text]
+    )
+    assert "connect.complete" in caplog.text
+    assert PASSWORD not in shown
+    assert wrong not in shown
