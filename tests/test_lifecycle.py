@@ -17,7 +17,9 @@ from .conftest import FakeClock, make_message
 def session_of(server: SMTPTestServer, msg: object) -> int:
     """The server-side session that delivered the message with this Message-ID."""
     message_id = msg["Message-ID"]  # type: ignore[index]
-    (session_id,) = [m.session_id for m in server.messages if m.message_id == message_id]
+    (session_id,) = [
+        m.session_id for m in server.messages if m.message_id == message_id
+    ]
     return session_id
 
 
@@ -264,9 +266,13 @@ def test_failed_block_keeps_session_when_rset_succeeds(
     """An exception in the block costs one RSET; the session stays pooled."""
     pool = pool_factory()
 
-    with pytest.raises(RuntimeError), pool.connection() as conn:
-        conn.send_message(make_message())
-        raise RuntimeError("the caller's own bug")
+    def fail_after_sending() -> None:
+        with pool.connection() as conn:
+            conn.send_message(make_message())
+            raise RuntimeError("the caller's own bug")
+
+    with pytest.raises(RuntimeError):
+        fail_after_sending()
 
     pool.send_message(make_message())
     assert smtp_server.count("RSET") == 1
@@ -280,9 +286,13 @@ def test_failed_block_closes_session_when_rset_fails(
     pool = pool_factory()
     smtp_server.on("RSET", "500 confused", times=1)
 
-    with pytest.raises(RuntimeError), pool.connection() as conn:
-        conn.noop()
-        raise RuntimeError("boom")
+    def fail_in_block() -> None:
+        with pool.connection() as conn:
+            conn.noop()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail_in_block()
 
     pool.send_message(make_message())
     assert len(smtp_server.sessions) == 2

@@ -117,8 +117,13 @@ def test_secrets_stay_out_of_repr_logs_and_errors(
         bad.send_message(make_message())
 
     shown = " ".join(
-        [repr(good), repr(bad), repr(good.config), repr(bad.config), str(good.stats())]
-        + [str(failure.value), repr(failure.value), caplog.text]
+        [
+            *(repr(pool) for pool in (good, bad, good.config, bad.config)),
+            str(good.stats()),
+            str(failure.value),
+            repr(failure.value),
+            caplog.text,
+        ]
     )
     assert "connect.complete" in caplog.text
     assert PASSWORD not in shown
