@@ -1,0 +1,114 @@
+"""The public test server behaves as documented, so users can rely on it too."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable
+
+import pytest
+
+from smtppool import SMTPPool
+from smtppool.testing import IDLE_REPLY, SMTPTestServer
+
+from .conftest import make_message
+
+
+def plain_client(server: SMTPTestServer, timeout: float = 5) -> smtplib.SMTP:
+    return smtplib.SMTP(
+        server.host, server.port, "client.example.test", timeout=timeout
+    )
+
+
+def test_fixture_server_records_sessions_and_messages(
+    smtp_server: SMTPTestServer,
+) -> None:
+    """The smtp_server fixture is started on a free port and records everything."""
+    msg = make_message()
+    with plain_client(smtp_server) as client:
+        client.send_message(msg)
+
+    smtp_server.wait_for_sessions_closed()
+    (session,) = smtp_server.sessions
+    assert session.commands == ("EHLO", "MAIL", "RCPT", "DATA", "QUIT")
+    assert not session.is_open
+    (received,) = smtp_server.messages
+    assert received.message_id == msg["Message-ID"]
+    assert received.rcpt_tos == ("rcpt@example.test",)
+    assert b"A message from the smtppool test suite." in received.data
+    assert smtp_server.deliveries(msg["Message-ID"]) == 1
+
+
+def test_idle_421_line_is_written_before_closing(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+) -> None:
+    """idle_drop='421' sends Postfix's timeout line, then closes."""
+    server = smtp_server_factory(idle_timeout=0.3, idle_drop="421")
+    client = plain_client(server)
+    server.wait_for_sessions_closed()
+
+    assert client.getreply() == (421, IDLE_REPLY[4:].encode())
+    client.close()
+
+
+def test_greeting_can_be_replaced(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """A scripted greeting (too many connections) reaches the pool as an error."""
+    smtp_server.on("CONNECT", "421 4.7.0 too many connections", close=True)
+    pool = pool_factory()
+
+    with pytest.raises(smtplib.SMTPConnectError) as failure:
+        pool.send_message(make_message())
+    assert failure.value.smtp_code == 421
+    assert pool.stats().size == 0
+
+
+def test_rules_count_after_and_times(smtp_server: SMTPTestServer) -> None:
+    """after lets occurrences through, times limits how often a rule answers."""
+    smtp_server.on("NOOP", "421 4.3.2 scripted", after=1, times=1)
+    with plain_client(smtp_server) as client:
+        codes = [client.noop()[0] for _ in range(3)]
+    assert codes == [250, 421, 250]
+
+
+def test_per_session_rules_count_within_each_session(
+    smtp_server: SMTPTestServer,
+) -> None:
+    """per_session=True restarts the 'after' count in every session."""
+    smtp_server.on("NOOP", "550 scripted", after=1, per_session=True)
+    for _ in range(2):
+        with plain_client(smtp_server) as client:
+            assert [client.noop()[0] for _ in range(2)] == [250, 550]
+
+
+def test_stop_answering_leaves_clients_waiting(smtp_server: SMTPTestServer) -> None:
+    """After stop_answering() nothing is answered, not even the greeting."""
+    smtp_server.stop_answering()
+    started = time.monotonic()
+
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+        plain_client(smtp_server, timeout=0.3)
+
+    assert time.monotonic() - started >= 0.3
+
+
+def test_peak_sessions_counts_concurrent_sessions(
+    smtp_server: SMTPTestServer,
+) -> None:
+    """peak_sessions is the most sessions open at one moment."""
+    clients = [plain_client(smtp_server) for _ in range(3)]
+    for client in clients:
+        client.quit()
+    with plain_client(smtp_server) as client:
+        client.noop()
+
+    assert smtp_server.peak_sessions == 3
+
+
+def test_bad_options_are_refused() -> None:
+    """Options that cannot work together fail at construction."""
+    with pytest.raises(ValueError, match="implicit_tls needs a tls_context"):
+        SMTPTestServer(implicit_tls=True)
+    with pytest.raises(ValueError, match="require_auth needs auth"):
+        SMTPTestServer(require_auth=True)
