@@ -40,7 +40,8 @@ class Connection:
         this way gets RSET (and must answer 250) before anyone else may use it.
         """
         session = self._lent()
-        session.state = State.NEEDS_RESET
+        if session.state is State.READY:
+            session.state = State.NEEDS_RESET
         return session.smtp
 
     def send_message(

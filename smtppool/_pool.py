@@ -228,26 +228,21 @@ class SMTPPool:
 
     def prune(self) -> None:
         """Close idle sessions that have expired or that the server has dropped."""
+        # Take them all out first, so that no checkout uses a session while it is
+        # being checked; each keeps its slot and the healthy ones go back after.
+        with self._lock:
+            sessions, self._idle = self._idle, []
+
         now = self._clock()
-        with self._lock:
-            doomed = [
-                (session, reason)
-                for session in self._idle
-                if (reason := self._expiry(session, now)) is not None
-            ]
-            for session, _ in doomed:
-                self._idle.remove(session)
+        for session in sessions:
+            reason = self._expiry(session, now)
+            if reason is None and session.is_readable():
+                reason = CloseReason.VALIDATION_FAILED
 
-        for session, reason in doomed:
-            self._discard(session, reason)
-
-        # Readability is checked outside the lock; a session found dead is taken
-        # out only if nobody checked it out in the meantime.
-        with self._lock:
-            candidates = list(self._idle)
-        for session in candidates:
-            if session.is_readable() and self._take_idle(session):
-                self._discard(session, CloseReason.VALIDATION_FAILED)
+            if reason is None:
+                self._put_back(session)
+            else:
+                self._discard(session, reason)
 
     def close(self) -> None:
         """Close the pool: QUIT idle sessions now, in-use ones when they come back.
@@ -403,6 +398,10 @@ class SMTPPool:
             return
 
         session.last_used = now
+        self._put_back(session)
+
+    def _put_back(self, session: Session) -> None:
+        """Return a healthy session to the pool, or close it if the pool is closed."""
         with self._lock:
             if not self._closed:
                 self._hand_over_locked(session)
@@ -461,13 +460,6 @@ class SMTPPool:
             waiter.wakeup.notify()
         else:
             self._size -= 1
-
-    def _take_idle(self, session: Session) -> bool:
-        with self._lock:
-            if session in self._idle:
-                self._idle.remove(session)
-                return True
-            return False
 
     def _raise_if_closed(self) -> None:
         if self._closed:
