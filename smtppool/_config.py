@@ -138,6 +138,12 @@ class PoolConfig:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
 
+        # smtplib encodes AUTH as ASCII; failing later would raise an error whose
+        # repr holds the password. The value is deliberately not echoed here.
+        for label, value in (("username", self.username), ("password", self.password)):
+            if value is not None and not value.isascii():
+                raise ValueError(f"{label} must be ASCII; smtplib cannot send it")
+
     @property
     def address(self) -> str:
         """``host:port``, as logs and errors show it."""

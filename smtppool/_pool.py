@@ -284,7 +284,11 @@ class SMTPPool:
 
             # The caller never sees a stale session: close it and carry on with
             # another idle one, or with its slot to open a new one.
-            self._close_session(grant, reason)
+            try:
+                self._close_session(grant, reason)
+            except BaseException:
+                self._release_slot()
+                raise
             grant = self._replace(grant, reason)
 
     def _reserve(self, deadline: float) -> _Grant:
@@ -303,11 +307,17 @@ class SMTPPool:
             waiter = _Waiter(threading.Condition(self._lock))
             self._waiters.append(waiter)
             started = time.monotonic()
-            while not waiter.is_served and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                waiter.wakeup.wait(remaining)
+            try:
+                while not waiter.is_served and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    waiter.wakeup.wait(remaining)
+            except BaseException:
+                # Interrupted (a signal handler raised): pass on what this waiter
+                # was given, or leave the line, so no session or slot is lost.
+                self._abandon_locked(waiter)
+                raise
 
             waited = time.monotonic() - started
             self._counters.waits += 1
@@ -322,6 +332,14 @@ class SMTPPool:
                 f"couldn't get a connection from pool {self.name!r} "
                 f"after {waited:.2f} s"
             )
+
+    def _abandon_locked(self, waiter: _Waiter) -> None:
+        if waiter.session is not None:
+            self._hand_over_locked(waiter.session)
+        elif waiter.slot:
+            self._release_slot_locked()
+        else:
+            self._waiters.remove(waiter)
 
     def _open(self) -> Session:
         """Open a session in a slot already reserved; free the slot if that fails."""
@@ -387,12 +405,13 @@ class SMTPPool:
             return
 
         reason = self._expiry(session, now)
-        if (
-            reason is None
-            and session.state is State.NEEDS_RESET
-            and not session.reset()
-        ):
-            reason = CloseReason.BROKEN
+        if reason is None and session.state is State.NEEDS_RESET:
+            try:
+                if not session.reset():
+                    reason = CloseReason.BROKEN
+            except BaseException:
+                self._discard(session, CloseReason.BROKEN)
+                raise
         if reason is not None:
             self._discard(session, reason)
             return
@@ -420,11 +439,13 @@ class SMTPPool:
     # Closing
 
     def _discard(self, session: Session, reason: CloseReason) -> None:
-        """Close a session the pool owns and free its slot."""
-        self._close_session(session, reason)
-        with self._lock:
-            self._counters.closed[reason] += 1
-            self._release_slot_locked()
+        """Close a session the pool owns and free its slot, even if interrupted."""
+        try:
+            self._close_session(session, reason)
+        finally:
+            with self._lock:
+                self._counters.closed[reason] += 1
+                self._release_slot_locked()
 
     def _close_session(self, session: Session, reason: CloseReason) -> None:
         broken = session.state is State.BROKEN or reason in (

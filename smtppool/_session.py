@@ -172,16 +172,17 @@ class Session:
         must never turn into an error for a message that was already delivered.
         """
         sock = self.smtp.sock
-        if polite and sock is not None and self.state is not State.BROKEN:
-            try:
+        try:
+            if polite and sock is not None and self.state is not State.BROKEN:
                 sock.settimeout(min(QUIT_TIMEOUT, sock.gettimeout() or QUIT_TIMEOUT))
                 self.smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-
-        with contextlib.suppress(OSError):
-            self.smtp.close()
-        self.state = State.BROKEN
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            # Even when interrupted mid-QUIT, the socket must not be left open.
+            with contextlib.suppress(OSError):
+                self.smtp.close()
+            self.state = State.BROKEN
 
 
 def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:

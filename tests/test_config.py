@@ -27,6 +27,10 @@ from smtppool import SMTPPool
         ({"username": "app"}, "username and password must be given together"),
         ({"password": "pw"}, "username and password must be given together"),
         ({"name": ""}, "name must be a non-empty string"),
+        (
+            {"username": "app", "password": "pässwörd"},
+            "password must be ASCII; smtplib cannot send it",
+        ),
     ],
 )
 def test_invalid_values_raise_value_error(

@@ -82,6 +82,17 @@ def test_per_session_rules_count_within_each_session(
             assert [client.noop()[0] for _ in range(2)] == [250, 550]
 
 
+def test_close_after_the_final_dot_reply(smtp_server: SMTPTestServer) -> None:
+    """on('.', close=True) answers the end of DATA, then hangs up."""
+    smtp_server.on(".", close=True)
+    client = plain_client(smtp_server)
+
+    assert client.send_message(make_message()) == {}
+    smtp_server.wait_for_sessions_closed()
+    assert len(smtp_server.messages) == 1
+    client.close()
+
+
 def test_stop_answering_leaves_clients_waiting(smtp_server: SMTPTestServer) -> None:
     """After stop_answering() nothing is answered, not even the greeting."""
     smtp_server.stop_answering()

@@ -474,7 +474,8 @@ class _Recorder:
             # aiosmtpd writes the returned reply to a transport already closing;
             # the client never reads it.
         elif rule is not None and rule.close:
-            smtp.close_soon()
+            # Runs once aiosmtpd has written the reply returned below.
+            smtp.loop.call_soon(smtp.close_soon)
         return reply
 
     def _keep(self, smtp: _ScriptedSMTP, envelope: Envelope) -> None:
