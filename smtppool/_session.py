@@ -132,13 +132,13 @@ class Session:
             self.state = State.BROKEN if exc.smtp_code == 421 else State.NEEDS_RESET
             raise
         except smtplib.SMTPServerDisconnected:
-            raise
+            raise  # lost: stays BROKEN
         except smtplib.SMTPException:
             # Refused on our side before a command went out (SMTPUTF8 not offered).
             self.state = State.NEEDS_RESET
             raise
         except OSError:
-            raise
+            raise  # reset or timed out (smtplib's errors are OSErrors too): BROKEN
         except Exception:
             # Raised while building or encoding the message, before it is sent.
             self.state = State.NEEDS_RESET
