@@ -117,15 +117,7 @@ def through_pool(server: SMTPTestServer, workload: Workload) -> Outcome:
         name="demo",
     ) as pool:
         ids, errors = run_workload(pool.send_message, server, workload)
-    stats = pool.stats()
-    return Outcome(
-        label="SMTPPool",
-        sent=len(ids),
-        received=sum(server.deliveries(i) for i in set(ids)),
-        errors=errors,
-        connections=len(server.sessions) - before,
-        stats=stats,
-    )
+    return tally("SMTPPool", server, before, ids, errors, stats=pool.stats())
 
 
 def through_shared_smtp(server: SMTPTestServer, workload: Workload) -> Outcome:
@@ -139,12 +131,26 @@ def through_shared_smtp(server: SMTPTestServer, workload: Workload) -> Outcome:
 
     ids, errors = run_workload(send, server, workload)
     shared.close()
+    return tally("one shared smtplib.SMTP", server, before, ids, errors)
+
+
+def tally(
+    label: str,
+    server: SMTPTestServer,
+    sessions_before: int,
+    message_ids: list[str],
+    errors: collections.Counter[str],
+    *,
+    stats: PoolStats | None = None,
+) -> Outcome:
+    """Compare what was sent with what the server received."""
     return Outcome(
-        label="one shared smtplib.SMTP",
-        sent=len(ids),
-        received=sum(server.deliveries(i) for i in set(ids)),
+        label=label,
+        sent=len(message_ids),
+        received=sum(server.deliveries(i) for i in set(message_ids)),
         errors=errors,
-        connections=len(server.sessions) - before,
+        connections=len(server.sessions) - sessions_before,
+        stats=stats,
     )
 
 
