@@ -284,11 +284,6 @@ class SMTPPool:
 
             # The caller never sees a stale session: close it and carry on with
             # another idle one, or with its slot to open a new one.
-            try:
-                self._close_session(grant, reason)
-            except BaseException:
-                self._release_slot()
-                raise
             grant = self._replace(grant, reason)
 
     def _reserve(self, deadline: float) -> _Grant:
@@ -374,7 +369,14 @@ class SMTPPool:
         return None
 
     def _replace(self, failed: Session, reason: CloseReason) -> _Grant:
-        """After closing a failed session, swap its slot for an idle session if any."""
+        """Close a session that failed its check; keep its slot, or swap the slot
+        for an idle session if there is one."""
+        try:
+            self._close_session(failed, reason)
+        except BaseException:
+            self._release_slot()
+            raise
+
         with self._lock:
             self._counters.closed[reason] += 1
             if self._closed:
