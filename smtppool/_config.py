@@ -93,7 +93,8 @@ def _source_address(
 class PoolConfig:
     """Everything a pool needs to open and recycle sessions.
 
-    ``None`` for ``max_idle``, ``max_lifetime`` or ``max_messages`` means no limit.
+    ``None`` for ``max_idle``, ``max_lifetime``, ``max_messages`` or ``rate_limit``
+    means no limit.
     """
 
     host: str = attrs.field(validator=_non_empty)
@@ -131,6 +132,16 @@ class PoolConfig:
     )
     validate_after: float = attrs.field(
         default=1.0, validator=_number(minimum=0, inclusive=True)
+    )
+    retries: int = attrs.field(
+        default=1, validator=_number(minimum=0, inclusive=True, integer=True)
+    )
+    rate_limit: int | None = attrs.field(
+        default=None,
+        validator=_number(minimum=1, inclusive=True, integer=True, optional=True),
+    )
+    rate_period: float = attrs.field(
+        default=1.0, validator=_number(minimum=0, inclusive=False)
     )
     name: str = attrs.field(validator=_non_empty)
 

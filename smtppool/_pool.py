@@ -14,12 +14,15 @@ from types import TracebackType
 import attrs
 from typing_extensions import Self
 
+from . import _outcome
 from ._config import PoolConfig, Security, default_security
-from ._connection import Connection, Refused
+from ._connection import Connection
 from ._log import logger
-from ._session import Session, State, open_session
+from ._ratelimit import RateLimiter
+from ._session import Refused, Session, State, open_session
+from ._stage import Stage
 from ._stats import CloseReason, Counters, PoolStats
-from .exceptions import PoolClosed, PoolTimeout
+from .exceptions import DeliveryUnknown, PoolClosed, PoolTimeout, SendError
 
 
 @attrs.define(eq=False)
@@ -62,9 +65,18 @@ class SMTPPool:
             fixed when it is opened, or None for no limit.
         max_messages: Messages a session may send before it is replaced, or None.
         validate_after: Seconds of idleness after which a checkout sends NOOP first.
+        retries: How many times a message is sent again on a fresh session when
+            the session is lost before the server can have accepted it (see
+            ``docs/sending.md``), and how many times opening a session is tried
+            again after a disconnect or ``421``. 0 turns this off.
+        rate_limit: The most messages the pool starts in any ``rate_period``, or
+            None for no limit. Senders wait for their turn before taking a session.
+        rate_period: The window of ``rate_limit``, in seconds.
         name: A name for logs, errors and repr; ``host:port`` when omitted.
-        clock: A monotonic clock in seconds, used for ages and expiry; tests inject
-            a fake one. Waiting for a checkout always uses real time.
+        clock: A monotonic clock in seconds, used for ages, expiry and the rate
+            limit; tests inject a fake one. Waiting for a checkout always uses real
+            time.
+        sleep: How the rate limit waits; tests pass one that moves their clock.
 
     Raises:
         ValueError: A size, timeout or age is out of range, or the settings
@@ -90,8 +102,12 @@ class SMTPPool:
         max_lifetime: float | None = 600.0,
         max_messages: int | None = 100,
         validate_after: float = 1.0,
+        retries: int = 1,
+        rate_limit: int | None = None,
+        rate_period: float = 1.0,
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = PoolConfig(
             host=host,
@@ -109,9 +125,15 @@ class SMTPPool:
             max_lifetime=max_lifetime,
             max_messages=max_messages,
             validate_after=validate_after,
+            retries=retries,
+            rate_limit=rate_limit,
+            rate_period=rate_period,
             name=f"{host}:{port}" if name is None else name,
         )
         self._clock = clock
+        self._limiter: RateLimiter | None = None
+        if rate_limit is not None:
+            self._limiter = RateLimiter(rate_limit, rate_period, clock, sleep)
 
         # The lock guards only the fields below; no network I/O happens under it.
         self._lock = threading.Lock()
@@ -167,18 +189,20 @@ class SMTPPool:
             PoolClosed: The pool was closed.
             OSError: Opening a new session failed (smtplib's errors are OSErrors).
         """
-        session = self._checkout()
-        lease = Connection(session, self.name)
+        lease = Connection(self, self._checkout())
         try:
             yield lease
         except BaseException:
             # The block failed somewhere: keep the session only if RSET proves it
             # is back to a clean state.
-            if session.state is State.READY:
+            session = lease._session
+            if session is not None and session.state is State.READY:
                 session.state = State.NEEDS_RESET
             raise
         finally:
-            self._checkin(lease._return())
+            session = lease._return()
+            if session is not None:
+                self._checkin(session)
 
     def send_message(
         self,
@@ -188,10 +212,19 @@ class SMTPPool:
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
     ) -> Refused:
-        """Send one message on a pooled session, as ``smtplib.SMTP.send_message``."""
+        """Send one message on a pooled session, as ``smtplib.SMTP.send_message``.
+
+        Returns and raises as :meth:`Connection.send_message`, and also raises
+        :class:`PoolTimeout` or :class:`PoolClosed` as :meth:`connection` does.
+        """
+        self._throttle()
         with self.connection() as conn:
-            return conn.send_message(
-                msg, from_addr, to_addrs, mail_options, rcpt_options
+            return conn._deliver(
+                lambda smtp: smtp.send_message(
+                    msg, from_addr, to_addrs, mail_options, rcpt_options
+                ),
+                msg,
+                throttled=True,
             )
 
     def sendmail(
@@ -202,9 +235,19 @@ class SMTPPool:
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
     ) -> Refused:
-        """Send one message on a pooled session, as ``smtplib.SMTP.sendmail``."""
+        """Send one message on a pooled session, as ``smtplib.SMTP.sendmail``.
+
+        Returns and raises as :meth:`send_message`.
+        """
+        self._throttle()
         with self.connection() as conn:
-            return conn.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+            return conn._deliver(
+                lambda smtp: smtp.sendmail(
+                    from_addr, to_addrs, msg, mail_options, rcpt_options
+                ),
+                msg,
+                throttled=True,
+            )
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's state and counters."""
@@ -224,6 +267,10 @@ class SMTPPool:
                 waits=counters.waits,
                 wait_time=counters.wait_time,
                 timeouts=counters.timeouts,
+                retries=counters.retries,
+                unknown=counters.unknown,
+                rate_waits=counters.rate_waits,
+                rate_wait_time=counters.rate_wait_time,
             )
 
     def prune(self) -> None:
@@ -266,8 +313,18 @@ class SMTPPool:
 
     def _checkout(self) -> Session:
         deadline = time.monotonic() + self._config.acquire_timeout
-        grant = self._reserve(deadline)
+        return self._settle(self._reserve(deadline))
 
+    def _renew(self, session: Session) -> Session:
+        """Replace a lent session that is lost, spent or could not be reset,
+        keeping its slot, so that the borrower carries on without waiting in line."""
+        reason = CloseReason.BROKEN
+        if session.state is not State.BROKEN and self._is_spent(session):
+            reason = CloseReason.MESSAGES
+        return self._settle(self._replace(session, reason))
+
+    def _settle(self, grant: _Grant) -> Session:
+        """Turn a grant into a session that passed its checks, or a new one."""
         while True:
             if grant is None:
                 return self._open()
@@ -337,12 +394,29 @@ class SMTPPool:
             self._waiters.remove(waiter)
 
     def _open(self) -> Session:
-        """Open a session in a slot already reserved; free the slot if that fails."""
-        try:
-            session = open_session(self._config, self._clock(), self.name)
-        except BaseException:
-            self._release_slot()
-            raise
+        """Open a session in a slot already reserved; free the slot if that fails.
+
+        A session lost while opening (a disconnect, or ``421`` at the greeting or
+        any later step) is tried again up to ``retries`` times: the server is
+        turning this connection away, not refusing the client.
+        """
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                session = open_session(self._config, self._clock(), self.name)
+            except BaseException as exc:
+                if _outcome.is_lost(exc) and attempts <= self._config.retries:
+                    self._note_retry(None, Stage.CONNECT, exc)
+                    continue
+                self._release_slot()
+                if not _outcome.is_lost(exc):
+                    raise
+                error = _outcome.connection_failed(
+                    exc, attempts=attempts, pool=self.name, address=self._config.address
+                )
+                raise error from exc
+            break
 
         with self._lock:
             self._counters.created += 1
@@ -388,10 +462,15 @@ class SMTPPool:
                 return self._idle.pop()
             return None
 
+    def _is_spent(self, session: Session) -> bool:
+        """Tell whether a session has sent as many messages as it may."""
+        limit = self._config.max_messages
+        return limit is not None and session.messages >= limit
+
     def _expiry(self, session: Session, now: float) -> CloseReason | None:
-        config = self._config
-        if config.max_messages is not None and session.messages >= config.max_messages:
+        if self._is_spent(session):
             return CloseReason.MESSAGES
+        config = self._config
         if now >= session.expires_at:
             return CloseReason.LIFETIME
         if config.max_idle is not None and now - session.last_used > config.max_idle:
@@ -437,6 +516,59 @@ class SMTPPool:
             waiter.wakeup.notify()
         else:
             self._idle.append(session)
+
+    # Sending
+
+    def _throttle(self) -> None:
+        """Wait for this message's turn under ``rate_limit``, holding no session."""
+        if self._limiter is None:
+            return
+
+        waited = self._limiter.wait()
+        if waited > 0:
+            with self._lock:
+                self._counters.rate_waits += 1
+                self._counters.rate_wait_time += waited
+
+    def _note_retry(
+        self, session: Session | None, stage: Stage, exc: BaseException
+    ) -> None:
+        with self._lock:
+            self._counters.retries += 1
+        logger.info(
+            "send.retry pool=%s address=%s session=%s stage=%s error=%s",
+            self.name,
+            self._config.address,
+            "new" if session is None else session.id,
+            stage.value,
+            type(exc).__name__,
+        )
+
+    def _note_refused(self, session: Session, refused: Refused) -> None:
+        # How many and why; the addresses stay out of the log, as recipient lists do.
+        codes = ",".join(sorted({str(code) for code, _ in refused.values()}))
+        logger.info(
+            "send.refused pool=%s address=%s session=%d recipients=%d codes=%s",
+            self.name,
+            self._config.address,
+            session.id,
+            len(refused),
+            codes,
+        )
+
+    def _note_failure(self, session: Session | None, error: SendError) -> None:
+        if not isinstance(error, DeliveryUnknown):
+            return
+
+        with self._lock:
+            self._counters.unknown += 1
+        logger.warning(
+            "send.unknown pool=%s address=%s session=%s message_id=%s",
+            self.name,
+            self._config.address,
+            "none" if session is None else session.id,
+            error.message_id,
+        )
 
     # Closing
 

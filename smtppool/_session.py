@@ -22,8 +22,12 @@ import attrs
 
 from ._config import PoolConfig
 from ._log import logger
+from ._smtp import StagedSMTP, StagedSMTP_SSL
 
 T = TypeVar("T")
+
+# What smtplib's sendmail and send_message return: refused recipients and why.
+Refused = dict[str, tuple[int, bytes]]
 
 # Closing must not hang a worker on a server that stopped answering: QUIT gets at
 # most this long, whatever the session's own timeout.
@@ -85,7 +89,7 @@ class State(enum.Enum):
 class Session:
     """An open ``smtplib.SMTP`` with what the pool needs to know to recycle it."""
 
-    smtp: smtplib.SMTP
+    smtp: StagedSMTP
     created_at: float
     expires_at: float
     last_used: float
@@ -114,7 +118,7 @@ class Session:
         poller.register(sock, select.POLLIN | select.POLLPRI)
         return bool(poller.poll(0))
 
-    def run(self, operation: Callable[[smtplib.SMTP], T], *, message: bool) -> T:
+    def run(self, operation: Callable[[StagedSMTP], T], *, message: bool) -> T:
         """Run one exchange on the session and record the state it leaves behind."""
         if message:
             self.messages += 1
@@ -126,10 +130,10 @@ class Session:
             result = operation(self.smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            self.state = State.BROKEN if 421 in codes else State.NEEDS_RESET
+            self._after_refusal(closing=421 in codes)
             raise
         except smtplib.SMTPResponseException as exc:
-            self.state = State.BROKEN if exc.smtp_code == 421 else State.NEEDS_RESET
+            self._after_refusal(closing=exc.smtp_code == 421)
             raise
         except smtplib.SMTPServerDisconnected:
             raise  # lost: stays BROKEN
@@ -146,6 +150,22 @@ class Session:
 
         self.state = State.READY
         return result
+
+    def send(self, operation: Callable[[StagedSMTP], Refused]) -> Refused:
+        """Run one mail transaction, recording the stages it goes through."""
+        self.smtp.begin()
+        return self.run(operation, message=True)
+
+    def _after_refusal(self, *, closing: bool) -> None:
+        if not closing:
+            self.state = State.NEEDS_RESET
+            return
+
+        # 421: the server is closing the channel (RFC 5321 section 3.8). smtplib
+        # closes the socket after some commands but not after DATA; do it always.
+        self.state = State.BROKEN
+        with contextlib.suppress(OSError):
+            self.smtp.close()
 
     def noop(self) -> bool:
         """Send NOOP; tell whether the server answered 250."""
@@ -185,7 +205,7 @@ class Session:
             self.state = State.BROKEN
 
 
-def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP:
+def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
     """Open the TCP (or TLS) connection and read the greeting.
 
     smtplib closes the socket itself when this fails. The EHLO name is passed in so
@@ -193,7 +213,7 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP
     """
     hostname = config.local_hostname or default_local_hostname()
     if config.security == "ssl":
-        return smtplib.SMTP_SSL(
+        return StagedSMTP_SSL(
             config.host,
             config.port,
             local_hostname=hostname,
@@ -201,7 +221,7 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP
             source_address=config.source_address,
             context=context,
         )
-    return smtplib.SMTP(
+    return StagedSMTP(
         config.host,
         config.port,
         local_hostname=hostname,
@@ -211,18 +231,33 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> smtplib.SMTP
 
 
 def _handshake(
-    smtp: smtplib.SMTP, config: PoolConfig, context: ssl.SSLContext | None
+    smtp: StagedSMTP, config: PoolConfig, context: ssl.SSLContext | None
 ) -> None:
     """EHLO, STARTTLS and EHLO again, then AUTH once."""
-    smtp.ehlo_or_helo_if_needed()
+    _greet(smtp)
 
     if config.security == "starttls":
         smtp.starttls(context=context)
         # RFC 3207 section 4.2: forget what the server said before TLS and ask again.
-        smtp.ehlo()
+        _greet(smtp)
 
     if config.username is not None and config.password is not None:
         smtp.login(config.username, config.password)
+
+
+def _greet(smtp: StagedSMTP) -> None:
+    """EHLO, falling back to HELO as smtplib does, but not after a 421.
+
+    smtplib answers any failed EHLO with HELO, even a 421, after which the server
+    is closing the channel (RFC 5321 section 3.8) and the session is of no use.
+    """
+    code, reply = smtp.ehlo()
+    if code == 421:
+        raise smtplib.SMTPHeloError(code, reply)
+    if not 200 <= code < 300:
+        code, reply = smtp.helo()
+        if not 200 <= code < 300:
+            raise smtplib.SMTPHeloError(code, reply)
 
 
 def open_session(config: PoolConfig, now: float, pool_name: str) -> Session:

@@ -40,7 +40,10 @@ class PoolStats:
     """A consistent snapshot of a pool's state and counters.
 
     ``size`` counts every connection the pool owns, including those being opened.
-    ``wait_time`` is in seconds, summed over every checkout that had to wait.
+    ``wait_time`` is in seconds, summed over every checkout that had to wait, and
+    ``rate_wait_time`` over every send that waited for its turn under
+    ``rate_limit``. ``retries`` counts sends and connects tried again on a fresh
+    session; ``unknown`` counts sends that raised ``DeliveryUnknown``.
     """
 
     size: int
@@ -55,6 +58,10 @@ class PoolStats:
     waits: int
     wait_time: float
     timeouts: int
+    retries: int
+    unknown: int
+    rate_waits: int
+    rate_wait_time: float
 
 
 @attrs.define
@@ -68,6 +75,10 @@ class Counters:
     waits: int = 0
     wait_time: float = 0.0
     timeouts: int = 0
+    retries: int = 0
+    unknown: int = 0
+    rate_waits: int = 0
+    rate_wait_time: float = 0.0
     closed: dict[CloseReason, int] = attrs.field(
         factory=lambda: dict.fromkeys(CloseReason, 0)
     )

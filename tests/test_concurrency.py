@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from smtppool import PoolTimeout, SMTPPool
+from smtppool import ConnectionFailed, PoolTimeout, SMTPPool
 from smtppool._session import forget_local_hostname
 from smtppool.testing import SMTPTestServer
 
@@ -123,7 +123,8 @@ def test_a_hanging_connect_does_not_block_other_checkouts(
     smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
 ) -> None:
     """While one thread waits on a silent server, others check in and out."""
-    pool = pool_factory(max_size=2, timeout=30)
+    # retries=0: the stopped server would only refuse a second connect.
+    pool = pool_factory(max_size=2, timeout=30, retries=0)
     smtp_server.on("CONNECT", hang=True, after=1)
     opened = threading.Event()
     outcome: list[BaseException] = []
@@ -153,7 +154,8 @@ def test_a_hanging_connect_does_not_block_other_checkouts(
     assert pool.stats().size == 2
     smtp_server.stop()  # ends the session that was never greeted
     slow.join(timeout=10)
-    assert isinstance(outcome[0], smtplib.SMTPServerDisconnected)
+    assert isinstance(outcome[0], ConnectionFailed)
+    assert isinstance(outcome[0].__cause__, smtplib.SMTPServerDisconnected)
     assert pool.stats().size == 1, "the failed connect kept its slot"
 
 
