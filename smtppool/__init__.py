@@ -20,24 +20,22 @@ from .exceptions import (
     TransientError,
 )
 
+# More specific errors are in smtppool.exceptions.
 __all__ = [
-    # The pool and what it lends
-    "Connection",
-    "PoolConfig",
-    "SMTPPool",
-    "Security",
-    # What it reports
     "CloseReason",
     "ClosedCounts",
-    "PoolStats",
-    "Stage",
-    # Errors (more specific ones are in smtppool.exceptions)
+    "Connection",
     "ConnectionFailed",
     "DeliveryUnknown",
     "PermanentError",
     "PoolClosed",
+    "PoolConfig",
+    "PoolStats",
     "PoolTimeout",
+    "SMTPPool",
     "SMTPPoolError",
+    "Security",
     "SendError",
+    "Stage",
     "TransientError",
 ]

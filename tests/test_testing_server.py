@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from smtppool import SMTPPool
+from smtppool import ConnectionFailed, SMTPPool
 from smtppool.testing import IDLE_REPLY, SMTPTestServer
 
 from .conftest import make_message
@@ -58,9 +58,11 @@ def test_greeting_can_be_replaced(
     smtp_server.on("CONNECT", "421 4.7.0 too many connections", close=True)
     pool = pool_factory()
 
-    with pytest.raises(smtplib.SMTPConnectError) as failure:
+    with pytest.raises(ConnectionFailed) as failure:
         pool.send_message(make_message())
-    assert failure.value.smtp_code == 421
+    assert failure.value.reply_code == 421
+    assert isinstance(failure.value.__cause__, smtplib.SMTPConnectError)
+    assert len(smtp_server.sessions) == 2, "one connect and one retry"
     assert pool.stats().size == 0
 
 
