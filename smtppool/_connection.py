@@ -149,11 +149,7 @@ class Connection:
             return refused
 
     def _may_resend(self, exc: BaseException, stage: Stage, attempts: int) -> bool:
-        return (
-            _outcome.is_lost(exc)
-            and stage.is_before_dot
-            and attempts <= self._pool.config.retries
-        )
+        return _outcome.may_resend(exc, stage) and attempts <= self._pool.config.retries
 
     def _error(
         self,
@@ -169,7 +165,7 @@ class Connection:
         message_id = _outcome.message_id_of(msg)
 
         error: SendError | None
-        if _outcome.is_lost(exc) and not stage.is_before_dot:
+        if _outcome.is_unknown(exc, stage):
             error = _outcome.delivery_unknown(
                 exc,
                 message_id=message_id,

@@ -8,6 +8,7 @@ import email.parser
 import re
 import smtplib
 
+from ._stage import Stage
 from .exceptions import (
     ConnectionFailed,
     DeliveryUnknown,
@@ -45,6 +46,19 @@ def is_lost(exc: BaseException) -> bool:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return any(code == 421 for code, _ in exc.recipients.values())
     return False
+
+
+def may_resend(exc: BaseException, stage: Stage) -> bool:
+    """Tell whether the session is lost and the server cannot have accepted the
+    message: the final dot was not written, or the server answered it with 421."""
+    if not is_lost(exc):
+        return False
+    return stage.is_before_dot or reply_of(exc) is not None
+
+
+def is_unknown(exc: BaseException, stage: Stage) -> bool:
+    """Tell whether the session was lost between the final dot and its reply."""
+    return is_lost(exc) and not may_resend(exc, stage)
 
 
 def reply_of(exc: BaseException) -> tuple[int, bytes] | None:

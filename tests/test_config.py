@@ -21,6 +21,9 @@ from smtppool import SMTPPool
         ({"max_lifetime": -0.1}, "max_lifetime must be at least 0"),
         ({"max_messages": 0}, "max_messages must be at least 1"),
         ({"validate_after": -1}, "validate_after must be at least 0"),
+        ({"retries": -1}, "retries must be at least 0, got -1"),
+        ({"rate_limit": 0}, "rate_limit must be at least 1, got 0"),
+        ({"rate_period": 0}, "rate_period must be greater than 0, got 0"),
         ({"timeout": float("nan")}, "timeout must be greater than 0, got nan"),
         ({"security": "tls"}, "security must be one of 'starttls', 'ssl', 'none'"),
         ({"port": 0}, "port must be between 1 and 65535, got 0"),
@@ -44,7 +47,14 @@ def test_invalid_values_raise_value_error(
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_size": True}, {"max_size": 2.5}, {"timeout": "30"}, {"port": "587"}],
+    [
+        {"max_size": True},
+        {"max_size": 2.5},
+        {"timeout": "30"},
+        {"port": "587"},
+        {"retries": 1.0},
+        {"rate_limit": 2.5},
+    ],
 )
 def test_wrong_types_raise_type_error(options: dict[str, object]) -> None:
     """A setting of the wrong type fails at construction."""

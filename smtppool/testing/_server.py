@@ -71,7 +71,8 @@ class SessionRecord:
     """What the server saw of one client session.
 
     ``commands`` holds the verbs the client sent, in order, upper case (``EHLO``,
-    ``STARTTLS``, ``AUTH``, ``MAIL``, ...); never their arguments.
+    ``STARTTLS``, ``AUTH``, ``MAIL``, ...); never their arguments. ``replies``
+    holds the code of each reply the server wrote, in order, greeting included.
     """
 
     id: int
@@ -79,6 +80,7 @@ class SessionRecord:
     started_at: float
     ended_at: float | None
     commands: tuple[str, ...]
+    replies: tuple[int, ...]
     tls: bool
     authenticated_as: str | None
 
@@ -96,6 +98,7 @@ class _Rule:
     delay: float
     hang: bool
     drop: bool
+    reset: bool
     close: bool
     times: int | None
     after: int
@@ -126,6 +129,7 @@ class _LiveSession:
     started_at: float
     ended_at: float | None = None
     commands: list[str] = attrs.field(factory=list)
+    replies: list[int] = attrs.field(factory=list)
     tls: bool = False
     authenticated_as: str | None = None
 
@@ -136,6 +140,7 @@ class _LiveSession:
             started_at=self.started_at,
             ended_at=self.ended_at,
             commands=tuple(self.commands),
+            replies=tuple(self.replies),
             tls=self.tls,
             authenticated_as=self.authenticated_as,
         )
@@ -249,6 +254,7 @@ class SMTPTestServer:
         delay: float = 0.0,
         hang: bool = False,
         drop: bool = False,
+        reset: bool = False,
         close: bool = False,
         times: int | None = None,
         after: int = 0,
@@ -265,6 +271,11 @@ class SMTPTestServer:
             drop: Close the connection instead of answering. At ``"."`` the
                 message is still recorded: the server took it, the client never
                 hears so.
+            reset: Abort the connection with a TCP reset: instead of answering
+                when no ``reply`` is given (at ``"."`` the message is recorded,
+                as with ``drop``), or after writing ``reply`` as soon as the
+                client sends anything more. ``on("DATA", "354 go ahead",
+                reset=True)`` resets the session as the message body arrives.
             close: Close the connection after answering.
             times: Answer this way at most this many times; None for always.
             after: Let this many occurrences through normally first.
@@ -276,6 +287,7 @@ class SMTPTestServer:
             delay=delay,
             hang=hang,
             drop=drop,
+            reset=reset,
             close=close,
             times=times,
             after=after,
@@ -441,6 +453,17 @@ class SMTPTestServer:
                     return rule
         return None
 
+    def _replied(self, record: _LiveSession, status: str | bytes) -> None:
+        """Record the code of a reply once its last line is written."""
+        line = (
+            status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        )
+        if line[3:4] == "-" or not line[:3].isdigit():
+            return
+        with self._changed:
+            record.replies.append(int(line[:3]))
+            self._changed.notify_all()
+
     def _accepted(self, message: ReceivedMessage) -> None:
         with self._changed:
             self._messages.append(message)
@@ -462,17 +485,22 @@ class _Recorder:
         self, smtp: _ScriptedSMTP, session: Session, envelope: Envelope
     ) -> str:
         rule = self._server._seen(smtp.record, _END_OF_DATA)
+        reply = "250 2.0.0 OK" if rule is None or rule.reply is None else rule.reply
+        lost = rule is not None and (rule.drop or rule.reset)
+        if reply.startswith("2") or lost:
+            # Kept before any delay, as a server commits a message to its queue
+            # and only then replies: a client that gives up waiting is too late.
+            self._keep(smtp, envelope)
+
         if rule is not None and (rule.delay or rule.hang):
             await smtp.pause(rule)
 
-        reply = "250 2.0.0 OK" if rule is None or rule.reply is None else rule.reply
-        if reply.startswith("2") or (rule is not None and rule.drop):
-            self._keep(smtp, envelope)
-
-        if rule is not None and rule.drop:
+        # aiosmtpd then writes the returned reply to a transport already closing;
+        # the client never reads it.
+        if rule is not None and rule.reset:
+            smtp.reset_connection()
+        elif rule is not None and rule.drop:
             smtp.abort_connection()
-            # aiosmtpd writes the returned reply to a transport already closing;
-            # the client never reads it.
         elif rule is not None and rule.close:
             # Runs once aiosmtpd has written the reply returned below.
             smtp.loop.call_soon(smtp.close_soon)
@@ -528,10 +556,12 @@ class _ScriptedSMTP(SMTP):
             self._greeted = True
             rule = self._owner._seen(self.record, _GREETING)
             if rule is not None:
-                await self._answer(
-                    rule, lambda: super(_ScriptedSMTP, self).push(status)
-                )
+                await self._answer(rule, lambda: self._write(status))
                 return
+        await self._write(status)
+
+    async def _write(self, status: AnyStr) -> None:
+        self._owner._replied(self.record, status)
         await super().push(status)
 
     def _scripted(
@@ -548,6 +578,9 @@ class _ScriptedSMTP(SMTP):
 
     async def _answer(self, rule: _Rule, normal: Callable[[], Awaitable[None]]) -> None:
         await self.pause(rule)
+        if rule.reset and rule.reply is None:
+            self.reset_connection()
+            return
         if rule.drop:
             self.abort_connection()
             return
@@ -555,8 +588,12 @@ class _ScriptedSMTP(SMTP):
         if rule.reply is None:
             await normal()
         else:
-            await super().push(rule.reply)
-        if rule.close:
+            await self._write(rule.reply)
+        if rule.reset:
+            # Whatever the client sends next arrives to find the session gone.
+            await self._reader.read(1)
+            self.reset_connection()
+        elif rule.close:
             self.close_soon()
 
     async def pause(self, rule: _Rule) -> None:
@@ -576,6 +613,12 @@ class _ScriptedSMTP(SMTP):
         """Close at once, unflushed: the client sees end of file or a reset."""
         if isinstance(self.transport, asyncio.Transport):
             self.transport.abort()
+
+    def reset_connection(self) -> None:
+        """Abort at once with a TCP reset."""
+        transport = self._original_transport or self.transport
+        if transport is not None:
+            _reset(transport)
 
     def _timeout_cb(self) -> None:
         # Overrides aiosmtpd's idle timer callback, which always closes silently.
