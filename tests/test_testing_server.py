@@ -125,3 +125,46 @@ def test_bad_options_are_refused() -> None:
         SMTPTestServer(implicit_tls=True)
     with pytest.raises(ValueError, match="require_auth needs auth"):
         SMTPTestServer(require_auth=True)
+
+
+def test_replies_record_each_reply_code(smtp_server: SMTPTestServer) -> None:
+    """A session's replies hold one code per reply, multi-line EHLO included."""
+    with plain_client(smtp_server) as client:
+        client.ehlo()
+        client.noop()
+        client.mail("a@example.test")
+        client.mail("b@example.test")  # nested MAIL: aiosmtpd answers 503
+
+    smtp_server.wait_for_sessions_closed()
+    (session,) = smtp_server.sessions
+    assert session.replies == (220, 250, 250, 250, 503, 221)
+    assert session.commands == ("EHLO", "NOOP", "MAIL", "MAIL", "QUIT")
+
+
+def test_reset_instead_of_a_reply(smtp_server: SMTPTestServer) -> None:
+    """reset=True with no reply aborts the session with a TCP reset."""
+    smtp_server.on("NOOP", reset=True)
+    client = plain_client(smtp_server)
+
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="reset by peer"):
+        client.noop()
+    client.close()
+
+
+def test_reset_after_a_reply_waits_for_the_client(
+    smtp_server: SMTPTestServer,
+) -> None:
+    """reset=True with a reply answers, then resets once the client sends more."""
+    smtp_server.on("DATA", "354 go ahead", reset=True)
+    client = plain_client(smtp_server)
+    client.ehlo()
+    client.mail("a@example.test")
+    client.rcpt("b@example.test")
+
+    client.putcmd("data")
+    assert client.getreply() == (354, b"go ahead")
+    client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.getreply()
+    client.close()
+    assert smtp_server.messages == []
