@@ -130,7 +130,12 @@ class Connection:
 
         attempts = 0
         while True:
-            session = self._usable()
+            try:
+                session = self._usable()
+            except SendError as exc:
+                # Opening a new session failed on every attempt: say for which message.
+                exc.message_id = _outcome.message_id_of(msg)
+                raise
             attempts += 1
             try:
                 refused = session.send(operation)

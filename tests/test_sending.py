@@ -465,3 +465,23 @@ def test_errors_survive_pickling(
     assert isinstance(unknown, DeliveryUnknown)
     assert unknown.recipients == ("rcpt@example.test",)
     assert unknown.message_id == errors[1].message_id  # type: ignore[attr-defined]
+
+
+def test_failure_to_open_a_replacement_names_the_message(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """The session is lost, and every new one is turned away at the greeting."""
+    pool = pool_factory()
+    smtp_server.on("MAIL", "421 4.3.2 closing", close=True, times=1)
+    smtp_server.on("CONNECT", "421 4.7.0 too many connections", close=True, after=1)
+    msg = make_message()
+
+    with pytest.raises(ConnectionFailed) as failure:
+        pool.send_message(msg)
+
+    assert failure.value.message_id == msg["Message-ID"]
+    assert failure.value.stage is Stage.CONNECT
+    assert failure.value.reply_code == 421
+    assert len(smtp_server.sessions) == 3, "the first session, a connect and a retry"
+    assert smtp_server.deliveries(msg["Message-ID"]) == 0
+    assert pool.stats().size == 0
