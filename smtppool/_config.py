@@ -143,6 +143,9 @@ class PoolConfig:
     rate_period: float = attrs.field(
         default=1.0, validator=_number(minimum=0, inclusive=False)
     )
+    leak_threshold: float | None = attrs.field(
+        default=None, validator=_number(minimum=0, inclusive=False, optional=True)
+    )
     name: str = attrs.field(validator=_non_empty)
 
     def __attrs_post_init__(self) -> None:

@@ -4,9 +4,15 @@ it gets each message through."""
 from __future__ import annotations
 
 import email.message
+import os
 import smtplib
+import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from typing_extensions import Self
 
 from . import _outcome
 from ._session import Refused, Session, State
@@ -17,7 +23,22 @@ from .exceptions import SendError, SMTPPoolError
 if TYPE_CHECKING:
     from ._pool import SMTPPool
 
-__all__ = ["Connection", "Refused"]
+__all__ = ["Connection", "Loan", "Refused"]
+
+
+@attrs.define(eq=False)
+class Loan:
+    """One borrowing, as the pool tracks it: it outlives a borrower that is
+    garbage-collected without giving the session back."""
+
+    # None between a session lost for good and the next call that needs one.
+    session: Session | None
+    pid: int
+    taken_at: float
+    # Where it was borrowed, kept only when the pool has a leak_threshold.
+    stack: str | None = None
+    reported: bool = False
+    returned: bool = False
 
 
 class Connection:
@@ -28,24 +49,58 @@ class Connection:
     at any step up to the reply to the final dot), the connection takes a fresh
     session and sends the message again, up to the pool's ``retries``; so the
     session behind it may change between calls. A connection is for one thread at
-    a time, and raises :class:`~smtppool.exceptions.SMTPPoolError` once it has gone
-    back to the pool.
+    a time, and raises :class:`~smtppool.exceptions.SMTPPoolError` outside its
+    ``with`` block or in a process forked from the one that took it.
     """
 
-    __slots__ = ("_pool", "_returned", "_session")
+    __slots__ = ("__weakref__", "_finalizer", "_loan", "_pool")
 
-    def __init__(self, pool: SMTPPool, session: Session) -> None:
+    def __init__(self, pool: SMTPPool) -> None:
         self._pool = pool
-        # None between a session lost for good and the next call that needs one.
-        self._session: Session | None = session
-        self._returned = False
+        self._loan: Loan | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     def __repr__(self) -> str:
-        if self._returned:
+        loan = self._loan
+        if loan is None:
+            return f"<Connection pool={self._pool.name!r} not entered>"
+        if loan.returned:
             return f"<Connection pool={self._pool.name!r} returned>"
-        if self._session is None:
+        if loan.session is None:
             return f"<Connection pool={self._pool.name!r} no session>"
-        return f"<Connection pool={self._pool.name!r} session={self._session.id}>"
+        return f"<Connection pool={self._pool.name!r} session={loan.session.id}>"
+
+    def __enter__(self) -> Self:
+        if self._loan is not None:
+            raise SMTPPoolError(
+                "a connection can be entered only once; call pool.connection() again"
+            )
+
+        loan = self._pool._lend()
+        self._loan = loan
+        # A borrower dropped without leaving its block still gives the slot back.
+        self._finalizer = weakref.finalize(self, self._pool._reclaim, loan)
+        self._finalizer.atexit = False
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        loan = self._loan
+        if loan is None or loan.returned:
+            return
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
+        # The block failed somewhere: keep the session only if RSET proves it is
+        # back to a clean state.
+        session = loan.session
+        if exc_type is not None and session and session.state is State.READY:
+            session.state = State.NEEDS_RESET
+        self._pool._give_back(loan)
 
     @property
     def smtp(self) -> smtplib.SMTP:
@@ -124,7 +179,7 @@ class Connection:
     ) -> Refused:
         """Send one message, on a fresh session again if the first one is lost
         before the server can have accepted it."""
-        self._check_lent()
+        self._lent()
         if not throttled:
             self._pool._throttle()
 
@@ -166,7 +221,7 @@ class Connection:
         """The error to raise, chained to smtplib's, for a send that failed for
         good; None for errors that say nothing about the message (an interruption,
         a bad argument), which pass through unchanged."""
-        pool, session = self._pool, self._session
+        pool, session = self._pool, self._lent().session
         message_id = _outcome.message_id_of(msg)
 
         error: SendError | None
@@ -199,15 +254,15 @@ class Connection:
         after its last message and replaced; one left in an open transaction gets
         RSET (RFC 5321 section 4.1.1.5) and is replaced if that fails.
         """
-        self._check_lent()
-        pool, session = self._pool, self._session
+        loan = self._lent()
+        pool, session = self._pool, loan.session
         if session is None:
             session = pool._checkout()
         elif not self._can_go_on(session):
-            self._session = None
+            loan.session = None
             session = pool._renew(session)
 
-        self._session = session
+        loan.session = session
         return session
 
     def _can_go_on(self, session: Session) -> bool:
@@ -215,16 +270,22 @@ class Connection:
             return False
         return session.state is State.READY or session.reset()
 
-    def _check_lent(self) -> None:
-        if self._returned:
+    def _lent(self) -> Loan:
+        """The loan, if this connection may be used here and now."""
+        loan, name = self._loan, self._pool.name
+        if loan is None:
             raise SMTPPoolError(
-                f"this connection was already returned to pool {self._pool.name!r}; "
+                f"use a connection from pool {name!r} inside "
+                "'with pool.connection() as conn:'"
+            )
+        if loan.returned:
+            raise SMTPPoolError(
+                f"this connection was already returned to pool {name!r}; "
                 "use it only inside its 'with pool.connection()' block"
             )
-
-    def _return(self) -> Session | None:
-        """End the loan and hand the session, if any, back to the pool."""
-        self._check_lent()
-        session, self._session = self._session, None
-        self._returned = True
-        return session
+        if loan.pid != os.getpid():
+            raise SMTPPoolError(
+                f"this connection from pool {name!r} was taken in process "
+                f"{loan.pid}, before a fork; take a new one in this process"
+            )
+        return loan

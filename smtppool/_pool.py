@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import email.message
+import os
 import ssl
 import threading
 import time
+import traceback
+import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import attrs
 from typing_extensions import Self
 
-from . import _outcome
+from . import _fork, _outcome
 from ._config import PoolConfig, Security, default_security
-from ._connection import Connection
+from ._connection import Connection, Loan
 from ._log import logger
 from ._ratelimit import RateLimiter
 from ._session import Refused, Session, State, open_session
@@ -40,6 +43,9 @@ class _Waiter:
 
 # What a checkout is granted: an idle session to check, or None, a slot to open one.
 _Grant = Session | None
+
+# Frames from here are left out of a borrower's stack in leak reports.
+_PACKAGE_DIR = str(Path(__file__).parent)
 
 
 class SMTPPool:
@@ -72,6 +78,9 @@ class SMTPPool:
         rate_limit: The most messages the pool starts in any ``rate_period``, or
             None for no limit. Senders wait for their turn before taking a session.
         rate_period: The window of ``rate_limit``, in seconds.
+        leak_threshold: Seconds after which a connection still lent is reported
+            with a warning that shows where it was taken, or None. Checked
+            whenever the pool is used, and when the connection comes back.
         name: A name for logs, errors and repr; ``host:port`` when omitted.
         clock: A monotonic clock in seconds, used for ages, expiry and the rate
             limit; tests inject a fake one. Waiting for a checkout always uses real
@@ -105,6 +114,7 @@ class SMTPPool:
         retries: int = 1,
         rate_limit: int | None = None,
         rate_period: float = 1.0,
+        leak_threshold: float | None = None,
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -128,20 +138,40 @@ class SMTPPool:
             retries=retries,
             rate_limit=rate_limit,
             rate_period=rate_period,
+            leak_threshold=leak_threshold,
             name=f"{host}:{port}" if name is None else name,
         )
         self._clock = clock
-        self._limiter: RateLimiter | None = None
-        if rate_limit is not None:
-            self._limiter = RateLimiter(rate_limit, rate_period, clock, sleep)
+        self._sleep = sleep
+        self._limiter = self._new_limiter()
+        self._closed = False
+        self._counters = Counters()
+        self._start_empty()
+        _fork.track(self)
+
+    def _start_empty(self) -> None:
+        """Set up the bookkeeping of a pool with no sessions, in this process."""
+        self._pid = os.getpid()
 
         # The lock guards only the fields below; no network I/O happens under it.
         self._lock = threading.Lock()
         self._idle: list[Session] = []
+        # Every open session the pool owns: idle, lent, or being checked.
+        self._sessions: set[Session] = set()
+        self._loans: set[Loan] = set()
+        # Slots: open sessions plus those being opened.
         self._size = 0
         self._waiters: deque[_Waiter] = deque()
-        self._closed = False
-        self._counters = Counters()
+        # Loans whose borrower was garbage-collected; filled without the lock.
+        self._leaked: deque[Loan] = deque()
+
+    def _new_limiter(self) -> RateLimiter | None:
+        config = self._config
+        if config.rate_limit is None:
+            return None
+        return RateLimiter(
+            config.rate_limit, config.rate_period, self._clock, self._sleep
+        )
 
     @property
     def name(self) -> str:
@@ -154,6 +184,7 @@ class SMTPPool:
         return self._config
 
     def __repr__(self) -> str:
+        self._check_pid()
         with self._lock:
             idle, size, waiting = len(self._idle), self._size, len(self._waiters)
         label = self._config.address
@@ -177,32 +208,22 @@ class SMTPPool:
     def __getstate__(self) -> object:
         raise TypeError(
             f"pool {self.name!r} cannot be pickled: its sessions are sockets of this "
-            "process; build a pool in each process instead"
+            "process. A process started with 'spawn' or 'forkserver' (or any other "
+            "process) must build its own pool; pass the settings, not the pool"
         )
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Lend a live session for the ``with`` block, then take it back.
+    def connection(self) -> Connection:
+        """Lend a live session for a ``with`` block, then take it back.
+
+        ``with pool.connection() as conn:`` takes the session when the block is
+        entered and returns it when the block is left.
 
         Raises:
             PoolTimeout: No session became free within ``acquire_timeout``.
             PoolClosed: The pool was closed.
             OSError: Opening a new session failed (smtplib's errors are OSErrors).
         """
-        lease = Connection(self, self._checkout())
-        try:
-            yield lease
-        except BaseException:
-            # The block failed somewhere: keep the session only if RSET proves it
-            # is back to a clean state.
-            session = lease._session
-            if session is not None and session.state is State.READY:
-                session.state = State.NEEDS_RESET
-            raise
-        finally:
-            session = lease._return()
-            if session is not None:
-                self._checkin(session)
+        return Connection(self)
 
     def send_message(
         self,
@@ -251,6 +272,9 @@ class SMTPPool:
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's state and counters."""
+        self._check_pid()
+        self._collect_leaked()
+        self._report_overdue()
         with self._lock:
             counters = self._counters
             idle = len(self._idle)
@@ -271,10 +295,15 @@ class SMTPPool:
                 unknown=counters.unknown,
                 rate_waits=counters.rate_waits,
                 rate_wait_time=counters.rate_wait_time,
+                fork_resets=counters.fork_resets,
             )
 
     def prune(self) -> None:
         """Close idle sessions that have expired or that the server has dropped."""
+        self._check_pid()
+        self._collect_leaked()
+        self._report_overdue()
+
         # Take them all out first, so that no checkout uses a session while it is
         # being checked; each keeps its slot and the healthy ones go back after.
         with self._lock:
@@ -297,6 +326,7 @@ class SMTPPool:
         Waiting and later checkouts raise :class:`PoolClosed`. Closing twice is
         harmless.
         """
+        self._check_pid()
         with self._lock:
             if self._closed:
                 return
@@ -309,9 +339,137 @@ class SMTPPool:
             self._discard(session, CloseReason.POOL_CLOSED)
         logger.debug("pool.closed pool=%s address=%s", self.name, self._config.address)
 
+    # Lending
+
+    def _lend(self) -> Loan:
+        """Check a session out and record the loan."""
+        session = self._checkout()
+
+        stack = None
+        if self._config.leak_threshold is not None:
+            stack = _borrower_stack()
+        loan = Loan(session, os.getpid(), self._clock(), stack)
+        with self._lock:
+            self._loans.add(loan)
+        self._report_overdue()
+        return loan
+
+    def _give_back(self, loan: Loan) -> None:
+        """End a loan and check its session in."""
+        loan.returned = True
+        if loan.pid != os.getpid():
+            # Taken before a fork: the parent checks it in; this process closed its
+            # copy of the socket when it reset the pool.
+            return
+
+        self._check_pid()
+        with self._lock:
+            self._loans.discard(loan)
+        self._report_overdue(loan)
+        if loan.session is not None:
+            self._checkin(loan.session)
+
+    def _reclaim(self, loan: Loan) -> None:
+        """Called when a connection is garbage-collected while still lent."""
+        if loan.returned or loan.pid != os.getpid():
+            return
+        loan.returned = True
+
+        # Garbage collection can run while this thread holds the lock, so the loan
+        # is queued and the lock only tried; whoever uses the pool next frees it.
+        self._leaked.append(loan)
+        self._collect_leaked(blocking=False)
+        # Last, since warnings configured as errors raise here.
+        warnings.warn(
+            f"a connection from pool {self.name!r} was garbage-collected without "
+            "being returned; use it as 'with pool.connection() as conn:'",
+            ResourceWarning,
+            stacklevel=2,
+        )
+
+    def _collect_leaked(self, *, blocking: bool = True) -> None:
+        """Free the slots of loans whose borrower was garbage-collected."""
+        if not self._leaked or not self._lock.acquire(blocking=blocking):
+            return
+        try:
+            sessions = []
+            while self._leaked:
+                loan = self._leaked.popleft()
+                self._loans.discard(loan)
+                if loan.session is not None:
+                    sessions.append(loan.session)
+        finally:
+            self._lock.release()
+
+        for session in sessions:
+            # Nobody knows where its borrower left it: close without a command.
+            session.state = State.BROKEN
+            self._discard(session, CloseReason.LEAKED)
+
+    def _report_overdue(self, returned: Loan | None = None) -> None:
+        """Warn once about each loan held longer than ``leak_threshold``."""
+        threshold = self._config.leak_threshold
+        if threshold is None:
+            return
+
+        now = self._clock()
+        with self._lock:
+            loans = [*self._loans, *([returned] if returned else [])]
+            overdue = [
+                loan
+                for loan in loans
+                if not loan.reported and now - loan.taken_at > threshold
+            ]
+            for loan in overdue:
+                loan.reported = True
+
+        for loan in overdue:
+            logger.warning(
+                "lease.overdue pool=%s address=%s held=%.1fs threshold=%.1fs "
+                "returned=%s taken at:\n%s",
+                self.name,
+                self._config.address,
+                now - loan.taken_at,
+                threshold,
+                "yes" if loan.returned else "no",
+                loan.stack,
+            )
+
+    # Forks
+
+    def _check_pid(self) -> None:
+        """Reset the pool if this process is a child whose fork skipped the hook."""
+        if self._pid != os.getpid():
+            _fork.reset(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: start empty, and let go of the parent's sessions
+        without writing a byte to them."""
+        if self._pid == os.getpid():
+            return
+
+        # Read without the lock: a thread that did not survive the fork may hold it.
+        inherited = list(self._sessions)
+        self._start_empty()
+        self._limiter = self._new_limiter()
+        self._counters.fork_resets += 1
+        self._counters.closed[CloseReason.FORKED] += len(inherited)
+
+        for session in inherited:
+            session.abandon()
+        logger.debug(
+            "pool.forked pool=%s address=%s pid=%d abandoned=%d",
+            self.name,
+            self._config.address,
+            self._pid,
+            len(inherited),
+        )
+
     # Checkout
 
     def _checkout(self) -> Session:
+        self._check_pid()
+        self._collect_leaked()
         deadline = time.monotonic() + self._config.acquire_timeout
         return self._settle(self._reserve(deadline))
 
@@ -420,6 +578,7 @@ class SMTPPool:
 
         with self._lock:
             self._counters.created += 1
+            self._sessions.add(session)
         return session
 
     def _validate(self, session: Session) -> CloseReason | None:
@@ -448,11 +607,14 @@ class SMTPPool:
         try:
             self._close_session(failed, reason)
         except BaseException:
-            self._release_slot()
+            with self._lock:
+                self._sessions.discard(failed)
+                self._release_slot_locked()
             raise
 
         with self._lock:
             self._counters.closed[reason] += 1
+            self._sessions.discard(failed)
             if self._closed:
                 self._release_slot_locked()
                 self._raise_if_closed()
@@ -579,6 +741,7 @@ class SMTPPool:
         finally:
             with self._lock:
                 self._counters.closed[reason] += 1
+                self._sessions.discard(session)
                 self._release_slot_locked()
 
     def _close_session(self, session: Session, reason: CloseReason) -> None:
@@ -619,3 +782,13 @@ class SMTPPool:
     def _raise_if_closed(self) -> None:
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
+
+
+def _borrower_stack() -> str:
+    """The caller's stack, without the frames inside smtppool."""
+    frames = [
+        frame
+        for frame in traceback.extract_stack()
+        if not frame.filename.startswith(_PACKAGE_DIR)
+    ]
+    return "".join(traceback.format_list(frames))

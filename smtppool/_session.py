@@ -9,6 +9,7 @@ import contextlib
 import enum
 import itertools
 import math
+import os
 import random
 import select
 import smtplib
@@ -66,6 +67,17 @@ def default_local_hostname() -> str:
         return _hostname
 
 
+def _new_hostname_lock() -> None:
+    """In a forked child: a thread of the parent may have held the lock."""
+    global _hostname_lock  # noqa: PLW0603
+
+    _hostname_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # Windows has no fork
+    os.register_at_fork(after_in_child=_new_hostname_lock)
+
+
 def forget_local_hostname() -> None:
     """Drop the cached EHLO name, so that the next session works it out again."""
     global _hostname  # noqa: PLW0603
@@ -94,6 +106,7 @@ class Session:
     expires_at: float
     last_used: float
     id: int = attrs.field(factory=lambda: next(_ids))
+    pid: int = attrs.field(factory=os.getpid)
     messages: int = 0
     state: State = State.READY
 
@@ -191,6 +204,10 @@ class Session:
         Errors are swallowed: the session is being thrown away, and a failed QUIT
         must never turn into an error for a message that was already delivered.
         """
+        if self.pid != os.getpid():
+            self.abandon()  # another process's session: not a byte from here
+            return
+
         sock = self.smtp.sock
         try:
             if polite and sock is not None and self.state is not State.BROKEN:
@@ -203,6 +220,18 @@ class Session:
             with contextlib.suppress(OSError):
                 self.smtp.close()
             self.state = State.BROKEN
+
+    def abandon(self) -> None:
+        """Let go of a session another process owns, without writing a byte.
+
+        For a forked child: closing the descriptor only drops this process's
+        reference; the parent's session goes on. No QUIT, no ``shutdown()`` (which
+        would end the connection for both) and no TLS ``unwrap()`` (which would
+        send close_notify); closing an ``SSLSocket`` sends nothing.
+        """
+        self.state = State.BROKEN
+        with contextlib.suppress(OSError):
+            self.smtp.close()
 
 
 def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:

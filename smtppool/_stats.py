@@ -16,6 +16,10 @@ class CloseReason(str, enum.Enum):
     BROKEN = "broken"
     VALIDATION_FAILED = "validation_failed"
     POOL_CLOSED = "pool_closed"
+    # Let go of in a forked child, without a byte written: the parent's to close.
+    FORKED = "forked"
+    # Its borrower was garbage-collected without giving it back.
+    LEAKED = "leaked"
 
 
 @attrs.frozen
@@ -28,6 +32,8 @@ class ClosedCounts:
     broken: int = 0
     validation_failed: int = 0
     pool_closed: int = 0
+    forked: int = 0
+    leaked: int = 0
 
     @property
     def total(self) -> int:
@@ -44,6 +50,8 @@ class PoolStats:
     ``rate_wait_time`` over every send that waited for its turn under
     ``rate_limit``. ``retries`` counts sends and connects tried again on a fresh
     session; ``unknown`` counts sends that raised ``DeliveryUnknown``.
+    ``fork_resets`` counts the times the pool was emptied in a forked child; the
+    other counters carry over from the parent into the child.
     """
 
     size: int
@@ -62,6 +70,7 @@ class PoolStats:
     unknown: int
     rate_waits: int
     rate_wait_time: float
+    fork_resets: int
 
 
 @attrs.define
@@ -79,6 +88,7 @@ class Counters:
     unknown: int = 0
     rate_waits: int = 0
     rate_wait_time: float = 0.0
+    fork_resets: int = 0
     closed: dict[CloseReason, int] = attrs.field(
         factory=lambda: dict.fromkeys(CloseReason, 0)
     )

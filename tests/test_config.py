@@ -99,5 +99,5 @@ def test_repr_is_a_status_line_without_the_password() -> None:
 
 def test_pickling_a_pool_explains_why_not() -> None:
     """A pool holds this process's sockets, so pickling it is refused."""
-    with pytest.raises(TypeError, match="build a pool in each process"):
+    with pytest.raises(TypeError, match="must build its own pool"):
         pickle.dumps(SMTPPool("mail.example.test"))
