@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import email.message
 import itertools
+import os
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import pytest
+import trustme
 
 from smtppool import SMTPPool
 from smtppool.testing import SMTPTestServer
@@ -35,13 +38,36 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A certificate authority that only the test suite trusts."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that verifies against the test CA."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
 def make_message(subject: str = "hello") -> email.message.EmailMessage:
     """A small message with a Message-ID nobody else uses."""
     msg = email.message.EmailMessage()
     msg["From"] = "sender@example.test"
     msg["To"] = "rcpt@example.test"
     msg["Subject"] = subject
-    msg["Message-ID"] = f"<{next(_ids)}.smtppool-test@example.test>"
+    # The pid keeps ids unique in forked children, which copy the counter.
+    msg["Message-ID"] = f"<{next(_ids)}.{os.getpid()}.smtppool-test@example.test>"
     msg.set_content("A message from the smtppool test suite.\n")
     return msg
 

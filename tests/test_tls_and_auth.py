@@ -8,7 +8,6 @@ import ssl
 from collections.abc import Callable
 
 import pytest
-import trustme
 
 from smtppool import SMTPPool
 from smtppool.testing import SMTPTestServer
@@ -16,25 +15,6 @@ from smtppool.testing import SMTPTestServer
 from .conftest import make_message
 
 PASSWORD = "correct-horse-battery-staple"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def test_starttls_then_ehlo_again_then_login_once(

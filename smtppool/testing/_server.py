@@ -73,6 +73,8 @@ class SessionRecord:
     ``commands`` holds the verbs the client sent, in order, upper case (``EHLO``,
     ``STARTTLS``, ``AUTH``, ``MAIL``, ...); never their arguments. ``replies``
     holds the code of each reply the server wrote, in order, greeting included.
+    ``bytes_received`` counts what the server read from the client (after TLS
+    decryption, where the session uses TLS).
     """
 
     id: int
@@ -81,6 +83,7 @@ class SessionRecord:
     ended_at: float | None
     commands: tuple[str, ...]
     replies: tuple[int, ...]
+    bytes_received: int
     tls: bool
     authenticated_as: str | None
 
@@ -130,6 +133,7 @@ class _LiveSession:
     ended_at: float | None = None
     commands: list[str] = attrs.field(factory=list)
     replies: list[int] = attrs.field(factory=list)
+    bytes_received: int = 0
     tls: bool = False
     authenticated_as: str | None = None
 
@@ -141,6 +145,7 @@ class _LiveSession:
             ended_at=self.ended_at,
             commands=tuple(self.commands),
             replies=tuple(self.replies),
+            bytes_received=self.bytes_received,
             tls=self.tls,
             authenticated_as=self.authenticated_as,
         )
@@ -300,6 +305,11 @@ class SMTPTestServer:
         """From now on, answer nothing at all, not even the greeting."""
         self.on(_ANY, hang=True)
 
+    def drop_sessions(self) -> None:
+        """Close every open client session now, without a word, as a restarting
+        server or a NAT that forgot the connections would."""
+        self._call(self._close_all())
+
     def clear_rules(self) -> None:
         """Go back to answering every command normally."""
         with self._lock:
@@ -376,14 +386,17 @@ class SMTPTestServer:
             ssl=self.tls_context if self.implicit_tls else None,
         )
 
+    async def _close_all(self) -> None:
+        for protocol in list(self._protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()
+
     async def _shutdown(self) -> None:
         assert self._server is not None
         assert self._stopping is not None
         self._stopping.set()
         self._server.close()
-        for protocol in list(self._protocols):
-            if protocol.transport is not None:
-                protocol.transport.close()
+        await self._close_all()
         await self._server.wait_closed()
 
     def _protocol(self) -> _ScriptedSMTP:
@@ -462,6 +475,11 @@ class SMTPTestServer:
             return
         with self._changed:
             record.replies.append(int(line[:3]))
+            self._changed.notify_all()
+
+    def _received(self, record: _LiveSession, count: int) -> None:
+        with self._changed:
+            record.bytes_received += count
             self._changed.notify_all()
 
     def _accepted(self, message: ReceivedMessage) -> None:
@@ -543,6 +561,10 @@ class _ScriptedSMTP(SMTP):
             self.record = self._owner._session_started(self, peer)
             self.record.tls = self._owner.implicit_tls
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._received(self.record, len(data))
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         # asyncio closes the socket only after this returns; record the end after

@@ -1,0 +1,245 @@
+"""Real forks: a pool warmed in the parent never shares a session with a child.
+
+Each child runs a function and reports its result through a pipe; the server's
+record of each session shows whether a child ever wrote to the parent's session.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing
+import os
+import ssl
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from smtppool import SMTPPool, SMTPPoolError
+from smtppool.testing import SMTPTestServer
+
+from .conftest import make_message
+
+# The test server runs in a thread of this process, which Python 3.12 and later
+# warn about at every fork; the children here only ever use sockets.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
+
+def in_child(work: Callable[[], Any], *, fork: Callable[[], int] = os.fork) -> Any:
+    """Run ``work`` in a forked child and return its JSON-able result."""
+    read_end, write_end = os.pipe()
+    pid = fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            result = {"ok": work()}
+        except BaseException:
+            result = {"error": traceback.format_exc()}
+        try:
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result = json.loads(output)
+    if "error" in result:
+        pytest.fail(f"the child failed:\n{result['error']}")
+    return result["ok"]
+
+
+def send_and_report(pool: SMTPPool) -> Callable[[], dict[str, Any]]:
+    """Work for a child: send one message, report its Message-ID and the stats."""
+
+    def work() -> dict[str, Any]:
+        msg = make_message("from the child")
+        pool.send_message(msg)
+        stats = pool.stats()
+        return {
+            "message_id": msg["Message-ID"],
+            "fork_resets": stats.fork_resets,
+            "forked": stats.closed.forked,
+            "created": stats.created,
+        }
+
+    return work
+
+
+@pytest.fixture
+def tls_server(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    server_context: ssl.SSLContext,
+) -> SMTPTestServer:
+    return smtp_server_factory(tls_context=server_context)
+
+
+@pytest.mark.parametrize("security", ["none", "starttls"])
+def test_parent_and_child_each_use_their_own_sessions(
+    smtp_server: SMTPTestServer,
+    tls_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+    security: str,
+) -> None:
+    """F12: warm, fork, send from both; the child writes nothing to the parent's
+    session, and the parent's session keeps working after the child exits."""
+    server = tls_server if security == "starttls" else smtp_server
+    pool = pool_factory(server, security=security, ssl_context=client_context)
+    first = make_message()
+    pool.send_message(first)
+    before = server.sessions[0].bytes_received
+
+    child = in_child(send_and_report(pool))
+
+    assert server.sessions[0].bytes_received == before, "the child wrote to it"
+    later = make_message()
+    pool.send_message(later)
+
+    assert server.deliveries(child["message_id"]) == 1
+    assert (child["fork_resets"], child["forked"]) == (1, 1)
+    parent_session = server.sessions[0].id
+    ids = {m.message_id: m.session_id for m in server.messages}
+    assert ids[first["Message-ID"]] == ids[later["Message-ID"]] == parent_session
+    assert ids[child["message_id"]] != parent_session
+    assert server.sessions[0].is_open
+    assert pool.stats().fork_resets == 0
+
+
+def test_multiprocessing_fork_start_method(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """A multiprocessing child started with 'fork' sends on a session of its own."""
+    pool = pool_factory()
+    pool.send_message(make_message())
+    before = smtp_server.sessions[0].bytes_received
+
+    process = multiprocessing.get_context("fork").Process(
+        target=pool.send_message, args=(make_message("from multiprocessing"),)
+    )
+    process.start()
+    process.join(timeout=30)
+
+    assert process.exitcode == 0
+    assert len(smtp_server.messages) == 2
+    assert smtp_server.messages[1].session_id != smtp_server.sessions[0].id
+    assert smtp_server.sessions[0].bytes_received == before
+    pool.send_message(make_message())
+    assert smtp_server.messages[2].session_id == smtp_server.sessions[0].id
+
+
+@pytest.mark.slow
+def test_tls_sessions_survive_fifty_children(
+    tls_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> None:
+    """Fifty children come and go; the parent's two TLS sessions never notice."""
+    pool = pool_factory(
+        tls_server, security="starttls", ssl_context=client_context, max_size=2
+    )
+    with pool.connection() as a, pool.connection() as b:
+        a.send_message(make_message())
+        b.send_message(make_message())
+    parent_sessions = {s.id for s in tls_server.sessions}
+
+    for _ in range(50):
+        before = [s.bytes_received for s in tls_server.sessions[:2]]
+        in_child(send_and_report(pool))
+        assert [s.bytes_received for s in tls_server.sessions[:2]] == before
+        pool.send_message(make_message())
+
+    assert len(tls_server.messages) == 2 + 50 + 50
+    assert all(m.data.count(b"Message-ID") == 1 for m in tls_server.messages)
+    parent_messages = [
+        m for m in tls_server.messages if m.session_id in parent_sessions
+    ]
+    assert len(parent_messages) == 52
+    assert pool.stats().created == 2
+
+
+def test_a_lock_held_at_the_fork_does_not_deadlock_the_child(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """Another thread holds the pool's lock when the parent forks."""
+    pool = pool_factory()
+    pool.send_message(make_message())
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with pool._lock:
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holding.wait(timeout=10)
+    try:
+        child = in_child(send_and_report(pool))
+    finally:
+        release.set()
+        holder.join(timeout=10)
+
+    assert smtp_server.deliveries(child["message_id"]) == 1
+
+
+def libc_fork() -> int:
+    """fork() straight from the C library, skipping Python's at-fork hooks, as
+    uWSGI does without py-call-osafterfork. PyDLL keeps the GIL during the call."""
+    fork = ctypes.PyDLL(None).fork
+    fork.restype = ctypes.c_int
+    return int(fork())
+
+
+def test_a_fork_that_skips_python_hooks_is_caught_by_the_pid_check(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """With no hook run, the first checkout in the child notices the new pid."""
+    pool = pool_factory()
+    pool.send_message(make_message())
+    before = smtp_server.sessions[0].bytes_received
+
+    child = in_child(send_and_report(pool), fork=libc_fork)
+
+    assert smtp_server.deliveries(child["message_id"]) == 1
+    assert (child["fork_resets"], child["forked"]) == (1, 1)
+    assert smtp_server.sessions[0].bytes_received == before
+    pool.send_message(make_message())
+    assert smtp_server.messages[-1].session_id == smtp_server.sessions[0].id
+
+
+def test_a_connection_taken_before_the_fork_is_refused_in_the_child(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """Using a parent's connection in the child raises; leaving its block there
+    writes nothing; the parent goes on with it."""
+    pool = pool_factory()
+
+    def use_in_child(conn: Any) -> Callable[[], str]:
+        def work() -> str:
+            try:
+                conn.noop()
+            except SMTPPoolError as exc:
+                message = str(exc)
+            conn.__exit__(None, None, None)
+            return message
+
+        return work
+
+    with pool.connection() as conn:
+        conn.send_message(make_message())
+        before = smtp_server.sessions[0].bytes_received
+        message = in_child(use_in_child(conn))
+        assert smtp_server.sessions[0].bytes_received == before
+        conn.send_message(make_message())
+
+    assert "before a fork; take a new one in this process" in message
+    assert len(smtp_server.messages) == 2
+    assert len(smtp_server.sessions) == 1
+    assert pool.stats().idle == 1
