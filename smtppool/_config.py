@@ -107,7 +107,9 @@ class PoolConfig:
     ssl_context: ssl.SSLContext | None = attrs.field(
         default=None, validator=_ssl_context
     )
-    local_hostname: str | None = attrs.field(default=None, validator=_optional_text)
+    local_hostname: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_non_empty)
+    )
     source_address: tuple[str, int] | None = attrs.field(
         default=None, validator=_source_address
     )

@@ -73,6 +73,12 @@ def reply_of(exc: BaseException) -> tuple[int, bytes] | None:
     return None
 
 
+def describe(exc: BaseException) -> str:
+    """A short name for an error in a log line: its reply code, or its type."""
+    reply = reply_of(exc)
+    return type(exc).__name__ if reply is None else str(reply[0])
+
+
 def enhanced_status(text: bytes) -> str | None:
     """The RFC 3463 status code at the start of a reply's text, if there is one."""
     match = _ENHANCED_STATUS.match(text)

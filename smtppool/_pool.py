@@ -23,6 +23,7 @@ from ._connection import Connection, Loan
 from ._log import logger
 from ._ratelimit import RateLimiter
 from ._session import Refused, Session, State, open_session
+from ._smtp import StagedSMTP
 from ._stage import Stage
 from ._stats import CloseReason, Counters, PoolStats
 from .exceptions import DeliveryUnknown, PoolClosed, PoolTimeout, SendError
@@ -238,15 +239,12 @@ class SMTPPool:
         Returns and raises as :meth:`Connection.send_message`, and also raises
         :class:`PoolTimeout` or :class:`PoolClosed` as :meth:`connection` does.
         """
-        self._throttle()
-        with self.connection() as conn:
-            return conn._deliver(
-                lambda smtp: smtp.send_message(
-                    msg, from_addr, to_addrs, mail_options, rcpt_options
-                ),
-                msg,
-                throttled=True,
-            )
+        return self._send(
+            lambda smtp: smtp.send_message(
+                msg, from_addr, to_addrs, mail_options, rcpt_options
+            ),
+            msg,
+        )
 
     def sendmail(
         self,
@@ -260,15 +258,27 @@ class SMTPPool:
 
         Returns and raises as :meth:`send_message`.
         """
+        return self._send(
+            lambda smtp: smtp.sendmail(
+                from_addr, to_addrs, msg, mail_options, rcpt_options
+            ),
+            msg,
+        )
+
+    def _send(
+        self,
+        operation: Callable[[StagedSMTP], Refused],
+        msg: email.message.Message | str | bytes,
+    ) -> Refused:
         self._throttle()
-        with self.connection() as conn:
-            return conn._deliver(
-                lambda smtp: smtp.sendmail(
-                    from_addr, to_addrs, msg, mail_options, rcpt_options
-                ),
-                msg,
-                throttled=True,
-            )
+        try:
+            with self.connection() as conn:
+                return conn._deliver(operation, msg, throttled=True)
+        except SendError as exc:
+            # Raised while taking the first session, before any message was known.
+            if exc.message_id is None:
+                exc.message_id = _outcome.message_id_of(msg)
+            raise
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's state and counters."""
@@ -292,7 +302,7 @@ class SMTPPool:
                 wait_time=counters.wait_time,
                 timeouts=counters.timeouts,
                 retries=counters.retries,
-                unknown=counters.unknown,
+                delivery_unknown=counters.delivery_unknown,
                 rate_waits=counters.rate_waits,
                 rate_wait_time=counters.rate_wait_time,
                 fork_resets=counters.fork_resets,
@@ -703,7 +713,7 @@ class SMTPPool:
             self._config.address,
             "new" if session is None else session.id,
             stage.value,
-            type(exc).__name__,
+            _outcome.describe(exc),
         )
 
     def _note_refused(self, session: Session, refused: Refused) -> None:
@@ -723,7 +733,7 @@ class SMTPPool:
             return
 
         with self._lock:
-            self._counters.unknown += 1
+            self._counters.delivery_unknown += 1
         logger.warning(
             "send.unknown pool=%s address=%s session=%s message_id=%s",
             self.name,
@@ -764,7 +774,15 @@ class SMTPPool:
                 session.id,
                 reason.value,
             )
-        session.close(polite=not broken)
+        failure = session.close(polite=not broken)
+        if failure is not None:
+            logger.debug(
+                "close.quit_failed pool=%s address=%s session=%d error=%s",
+                self.name,
+                self._config.address,
+                session.id,
+                _outcome.describe(failure),
+            )
 
     def _release_slot(self) -> None:
         with self._lock:

@@ -171,7 +171,9 @@ class Session:
 
     def _after_refusal(self, *, closing: bool) -> None:
         if not closing:
-            self.state = State.NEEDS_RESET
+            # smtplib sends RSET itself after a refused MAIL or all RCPTs refused;
+            # if that got its 250, the session is clean already.
+            self.state = State.READY if self.smtp.is_reset else State.NEEDS_RESET
             return
 
         # 421: the server is closing the channel (RFC 5321 section 3.8). smtplib
@@ -198,28 +200,32 @@ class Session:
             self.state = State.BROKEN
         return code == 250
 
-    def close(self, *, polite: bool) -> None:
+    def close(self, *, polite: bool) -> BaseException | None:
         """Close the session, saying QUIT first when ``polite`` and it may help.
 
-        Errors are swallowed: the session is being thrown away, and a failed QUIT
-        must never turn into an error for a message that was already delivered.
+        Errors are returned, not raised: the session is being thrown away, and a
+        failed QUIT must never turn into an error for a message that was already
+        delivered.
         """
         if self.pid != os.getpid():
             self.abandon()  # another process's session: not a byte from here
-            return
+            return None
 
         sock = self.smtp.sock
         try:
             if polite and sock is not None and self.state is not State.BROKEN:
                 sock.settimeout(min(QUIT_TIMEOUT, sock.gettimeout() or QUIT_TIMEOUT))
-                self.smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
+                code, reply = self.smtp.quit()
+                if code != 221:
+                    return smtplib.SMTPResponseException(code, reply)
+        except (smtplib.SMTPException, OSError) as exc:
+            return exc
         finally:
             # Even when interrupted mid-QUIT, the socket must not be left open.
             with contextlib.suppress(OSError):
                 self.smtp.close()
             self.state = State.BROKEN
+        return None
 
     def abandon(self) -> None:
         """Let go of a session another process owns, without writing a byte.

@@ -23,11 +23,20 @@ class StagedSMTP(smtplib.SMTP):
 
     stage: Stage = Stage.CONNECT
     accepted: tuple[str, ...] = ()
+    # Whether this transaction was ended by an RSET that the server answered with
+    # 250: smtplib sends one itself after most refusals.
+    is_reset: bool = False
 
     def begin(self) -> None:
         """Start recording a new transaction."""
         self.stage = Stage.MAIL
         self.accepted = ()
+        self.is_reset = False
+
+    def rset(self) -> tuple[int, bytes]:
+        reply = super().rset()
+        self.is_reset = reply[0] == 250
+        return reply
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         self.stage = Stage.MAIL

@@ -49,7 +49,7 @@ class PoolStats:
     ``wait_time`` is in seconds, summed over every checkout that had to wait, and
     ``rate_wait_time`` over every send that waited for its turn under
     ``rate_limit``. ``retries`` counts sends and connects tried again on a fresh
-    session; ``unknown`` counts sends that raised ``DeliveryUnknown``.
+    session; ``delivery_unknown`` counts sends that raised ``DeliveryUnknown``.
     ``fork_resets`` counts the times the pool was emptied in a forked child; the
     other counters carry over from the parent into the child.
     """
@@ -67,7 +67,7 @@ class PoolStats:
     wait_time: float
     timeouts: int
     retries: int
-    unknown: int
+    delivery_unknown: int
     rate_waits: int
     rate_wait_time: float
     fork_resets: int
@@ -85,7 +85,7 @@ class Counters:
     wait_time: float = 0.0
     timeouts: int = 0
     retries: int = 0
-    unknown: int = 0
+    delivery_unknown: int = 0
     rate_waits: int = 0
     rate_wait_time: float = 0.0
     fork_resets: int = 0

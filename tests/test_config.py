@@ -30,6 +30,7 @@ from smtppool import SMTPPool
         ({"username": "app"}, "username and password must be given together"),
         ({"password": "pw"}, "username and password must be given together"),
         ({"name": ""}, "name must be a non-empty string"),
+        ({"local_hostname": ""}, "local_hostname must be a non-empty string"),
         (
             {"username": "app", "password": "pässwörd"},
             "password must be ASCII; smtplib cannot send it",

@@ -88,9 +88,13 @@ def test_421_before_acceptance_is_sent_again_on_a_new_session(
     ids=["421-to-quit", "drop-at-quit", "closed-before-quit"],
 )
 def test_a_failing_quit_does_not_turn_a_delivery_into_an_error(
-    smtp_server: SMTPTestServer, pool_factory: PoolFactory, fault: dict[str, object]
+    smtp_server: SMTPTestServer,
+    pool_factory: PoolFactory,
+    fault: dict[str, object],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """F04: accepted, then QUIT fails; a retry-on-error caller sends one copy."""
+    caplog.set_level(logging.DEBUG, logger="smtppool")
     # max_messages=1 makes the pool say QUIT right after the message.
     pool = pool_factory(max_messages=1)
     smtp_server.on(**fault)  # type: ignore[arg-type]
@@ -108,6 +112,7 @@ def test_a_failing_quit_does_not_turn_a_delivery_into_an_error(
     pool.close()
     assert attempts == 1
     assert smtp_server.deliveries(msg["Message-ID"]) == 1
+    assert "close.quit_failed" in caplog.text
 
 
 def test_drop_after_354_on_one_message(
@@ -192,7 +197,7 @@ def test_reset_after_the_final_dot_is_unknown_and_not_resent(
     assert failure.value.recipients == ("rcpt@example.test",)
     assert failure.value.reply_code is None
     assert smtp_server.deliveries(msg["Message-ID"]) == 1
-    assert pool.stats().unknown == 1
+    assert pool.stats().delivery_unknown == 1
     assert pool.stats().retries == 0
     pool.send_message(make_message())
     assert len(smtp_server.sessions) == 2
@@ -300,6 +305,8 @@ def test_refusals_keep_smtplib_types_and_the_session(
     assert smtp_server.deliveries(refused["Message-ID"]) == 0
     assert len(smtp_server.sessions) == 1
     assert_no_503(smtp_server)
+    # One RSET: smtplib's own where it sends one, else the pool's.
+    assert smtp_server.count("RSET") == 1
 
 
 def test_refused_transaction_then_pool_send(
@@ -465,6 +472,21 @@ def test_errors_survive_pickling(
     assert isinstance(unknown, DeliveryUnknown)
     assert unknown.recipients == ("rcpt@example.test",)
     assert unknown.message_id == errors[1].message_id  # type: ignore[attr-defined]
+
+
+def test_failure_to_open_the_first_session_names_the_message(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """Every connect is turned away: the error still says which message failed."""
+    pool = pool_factory()
+    smtp_server.on("CONNECT", "421 4.7.0 too many connections", close=True)
+    msg = make_message()
+
+    with pytest.raises(ConnectionFailed) as failure:
+        pool.send_message(msg)
+
+    assert failure.value.message_id == msg["Message-ID"]
+    assert (failure.value.stage, failure.value.attempts) == (Stage.CONNECT, 2)
 
 
 def test_failure_to_open_a_replacement_names_the_message(

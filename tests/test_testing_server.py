@@ -49,6 +49,7 @@ def test_idle_421_line_is_written_before_closing(
 
     assert client.getreply() == (421, IDLE_REPLY[4:].encode())
     client.close()
+    assert server.sessions[0].replies == (220, 421)
 
 
 def test_greeting_can_be_replaced(
@@ -141,6 +142,20 @@ def test_replies_record_each_reply_code(smtp_server: SMTPTestServer) -> None:
     assert session.commands == ("EHLO", "NOOP", "MAIL", "MAIL", "QUIT")
 
 
+def test_auth_can_be_required_without_tls(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+) -> None:
+    """A plain-text server that requires AUTH works under warnings-as-errors."""
+    server = smtp_server_factory(auth=("app", "secret"), require_auth=True)
+    pool = pool_factory(server, username="app", password="secret")
+
+    pool.send_message(make_message())
+
+    assert server.sessions[0].authenticated_as == "app"
+    assert len(server.messages) == 1
+
+
 def test_reset_instead_of_a_reply(smtp_server: SMTPTestServer) -> None:
     """reset=True with no reply aborts the session with a TCP reset."""
     smtp_server.on("NOOP", reset=True)
@@ -168,3 +183,5 @@ def test_reset_after_a_reply_waits_for_the_client(
         client.getreply()
     client.close()
     assert smtp_server.messages == []
+    smtp_server.wait_for_sessions_closed()
+    assert smtp_server.sessions[0].replies[-1] == 354, "nothing read past the reset"

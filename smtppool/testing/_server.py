@@ -1,9 +1,11 @@
 """A local SMTP server for tests, built on aiosmtpd, that records what it receives
 and can be told to fail the ways real servers do.
 
-It subclasses aiosmtpd's ``SMTP`` protocol and reaches three of its internals: the
+It subclasses aiosmtpd's ``SMTP`` protocol and reaches five of its internals: the
 command table (to script replies), the idle timer callback (to choose how idle
-sessions are dropped) and the pre-STARTTLS transport. The ``testing`` extra pins
+sessions are dropped), the pre-STARTTLS transport, the stream it reads commands
+from (to reset a session when the client next writes) and the flag that requires
+AUTH (set after construction, see ``_ScriptedSMTP``). The ``testing`` extra pins
 aiosmtpd to the 1.4 series those were checked against.
 """
 
@@ -408,7 +410,7 @@ class SMTPTestServer:
             tls_context=starttls,
             timeout=self.idle_timeout or _NO_IDLE_TIMEOUT,
             authenticator=self._authenticate if self._auth else None,
-            auth_required=self._require_auth,
+            require_auth=self._require_auth,
             # Over implicit TLS aiosmtpd does not know the session is encrypted.
             auth_require_tls=starttls is not None,
             loop=asyncio.get_running_loop(),
@@ -541,8 +543,19 @@ class _Recorder:
 class _ScriptedSMTP(SMTP):
     """aiosmtpd's protocol, with a record per session and scripted answers."""
 
-    def __init__(self, server: SMTPTestServer, handler: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        server: SMTPTestServer,
+        handler: Any,
+        *,
+        require_auth: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
+        # Set here rather than passed in: aiosmtpd's constructor warns when AUTH is
+        # required over plain text, which a localhost test server does on purpose,
+        # and a test run that turns warnings into errors would lose the session.
+        self._auth_required = require_auth
         self._owner = server
         self.record = _LiveSession(id=0, peer=(), started_at=0.0)
         self._greeted = False
@@ -615,6 +628,8 @@ class _ScriptedSMTP(SMTP):
             # Whatever the client sends next arrives to find the session gone.
             await self._reader.read(1)
             self.reset_connection()
+            # Stop aiosmtpd's loop from reading on into what is already buffered.
+            self.transport = None
         elif rule.close:
             self.close_soon()
 
@@ -650,6 +665,7 @@ class _ScriptedSMTP(SMTP):
 
         if self._owner.idle_drop is IdleDrop.REPLY_421:
             assert isinstance(transport, asyncio.WriteTransport)
+            self._owner._replied(self.record, IDLE_REPLY)
             transport.write(IDLE_REPLY.encode() + b"\r\n")
             transport.close()
         elif self._owner.idle_drop is IdleDrop.RESET:
