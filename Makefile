@@ -1,6 +1,6 @@
 # Every target creates or updates the local virtual environment first, so a fresh
-# clone needs only Python 3.10+ (3.11 is what CI uses) and make.
-PYTHON ?= python3.11
+# clone needs only Python 3.10+ and make. CI uses 3.11; any python3 will do.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
