@@ -37,6 +37,9 @@ class Loan:
     taken_at: float
     # Where it was borrowed, kept only when the pool has a leak_threshold.
     stack: str | None = None
+    # A session the borrower reached through ``conn.smtp``: the pool cannot know
+    # what was left open on it, so it says RSET before using it or giving it back.
+    exposed: Session | None = None
     reported: bool = False
     returned: bool = False
 
@@ -95,10 +98,11 @@ class Connection:
         if self._finalizer is not None:
             self._finalizer.detach()
 
-        # The block failed somewhere: keep the session only if RSET proves it is
-        # back to a clean state.
+        # The block failed somewhere, or the caller used the raw session: keep it
+        # only if RSET proves it is back to a clean state.
         session = loan.session
-        if exc_type is not None and session and session.state is State.READY:
+        unknown = exc_type is not None or session is loan.exposed
+        if unknown and session and session.state is State.READY:
             session.state = State.NEEDS_RESET
         self._pool._give_back(loan)
 
@@ -106,12 +110,12 @@ class Connection:
     def smtp(self) -> smtplib.SMTP:
         """The underlying ``smtplib.SMTP``, for what this wrapper does not cover.
 
-        The pool cannot see what is done with it, so a session that was reached
-        this way gets RSET (and must answer 250) before anyone else may use it.
+        The pool cannot see what is done with it, so from then on the session gets
+        RSET (and must answer 250) before each message this connection sends on it
+        and before anyone else may use it.
         """
         session = self._usable()
-        if session.state is State.READY:
-            session.state = State.NEEDS_RESET
+        self._lent().exposed = session
         return session.smtp
 
     def send_message(
@@ -167,7 +171,7 @@ class Connection:
         session = self._usable()
         code, reply = session.run(lambda smtp: smtp.noop(), message=False)
         if code == 421:
-            session.state = State.BROKEN
+            session.hang_up()
         return code, reply
 
     def _deliver(
@@ -186,7 +190,7 @@ class Connection:
         attempts = 0
         while True:
             try:
-                session = self._usable()
+                session = self._usable(for_message=True)
             except SendError as exc:
                 # Opening a new session failed on every attempt: say for which message.
                 exc.message_id = _outcome.message_id_of(msg)
@@ -247,20 +251,25 @@ class Connection:
         pool._note_failure(session, error)
         return error
 
-    def _usable(self) -> Session:
+    def _usable(self, *, for_message: bool = False) -> Session:
         """The session to use next: the current one if it can go on, else a new one.
 
         A lost session is replaced; one that reached ``max_messages`` is closed
-        after its last message and replaced; one left in an open transaction gets
-        RSET (RFC 5321 section 4.1.1.5) and is replaced if that fails.
+        and replaced; one left in an open transaction gets RSET (RFC 5321 section
+        4.1.1.5) and is replaced if that fails. Before a message, so does one the
+        caller reached through ``conn.smtp``.
         """
         loan = self._lent()
         pool, session = self._pool, loan.session
         if session is None:
             session = pool._checkout()
-        elif not self._can_go_on(session):
-            loan.session = None
-            session = pool._renew(session)
+        else:
+            exposed = for_message and session is loan.exposed
+            if exposed and session.state is State.READY:
+                session.state = State.NEEDS_RESET
+            if not self._can_go_on(session):
+                loan.session = None
+                session = pool._renew(session)
 
         loan.session = session
         return session

@@ -57,8 +57,14 @@ def may_resend(exc: BaseException, stage: Stage) -> bool:
 
 
 def is_unknown(exc: BaseException, stage: Stage) -> bool:
-    """Tell whether the session was lost between the final dot and its reply."""
-    return is_lost(exc) and not may_resend(exc, stage)
+    """Tell whether the send failed after the final dot without a reply that says
+    the message was refused: lost, timed out, or a reply smtplib could not read."""
+    if not isinstance(exc, Exception) or may_resend(exc, stage):
+        return False
+    if stage is Stage.DOT_WRITTEN:
+        return True
+    reply = reply_of(exc)
+    return stage is Stage.REPLIED and (reply is None or not 400 <= reply[0] < 600)
 
 
 def reply_of(exc: BaseException) -> tuple[int, bytes] | None:
@@ -85,22 +91,32 @@ def enhanced_status(text: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
-def message_id_of(msg: email.message.Message | str | bytes) -> str | None:
-    """The Message-ID header of a message object or of raw message text."""
-    if isinstance(msg, email.message.Message):
-        value = msg.get("Message-ID")
-    elif isinstance(msg, bytes):
-        # Only the header block is parsed: the body may be large.
-        raw = msg.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-        value = email.parser.BytesHeaderParser().parsebytes(raw).get("Message-ID")
-    else:
-        text = msg.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-        value = email.parser.HeaderParser().parsestr(text).get("Message-ID")
+def message_id_of(msg: object) -> str | None:
+    """The Message-ID header of a message object or of raw message text or bytes,
+    or None. It is looked up while an error is being raised, so it never raises."""
+    try:
+        if isinstance(msg, email.message.Message):
+            value = msg.get("Message-ID")
+        elif isinstance(msg, bytes | bytearray | memoryview):
+            # Only the header block is parsed: the body may be large.
+            raw = bytes(msg).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            value = email.parser.BytesHeaderParser().parsebytes(raw).get("Message-ID")
+        elif isinstance(msg, str):
+            text = msg.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
+            value = email.parser.HeaderParser().parsestr(text).get("Message-ID")
+        else:
+            return None
+    except Exception:
+        return None
     return None if value is None else str(value).strip()
 
 
 def refusal(exc: BaseException) -> SendError | None:
     """smtplib's error for a refused transaction, as the matching smtppool error."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and not exc.recipients:
+        # smtplib's way of saying there was nobody to send to.
+        return PermanentRecipientsRefused(exc.recipients)
+
     reply = reply_of(exc)
     if reply is None:
         return None

@@ -176,8 +176,11 @@ class Session:
             self.state = State.READY if self.smtp.is_reset else State.NEEDS_RESET
             return
 
-        # 421: the server is closing the channel (RFC 5321 section 3.8). smtplib
-        # closes the socket after some commands but not after DATA; do it always.
+        self.hang_up()
+
+    def hang_up(self) -> None:
+        """Close our end after a 421: the server is closing the channel (RFC 5321
+        section 3.8). smtplib does so after some commands but not after DATA."""
         self.state = State.BROKEN
         with contextlib.suppress(OSError):
             self.smtp.close()

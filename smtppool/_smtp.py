@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import Buffer
 
@@ -37,6 +38,36 @@ class StagedSMTP(smtplib.SMTP):
         reply = super().rset()
         self.is_reset = reply[0] == 250
         return reply
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        # smtplib leaves the socket open if reading the greeting is interrupted (a
+        # signal handler raising); the constructor that called this then never
+        # returns an object anyone could close.
+        try:
+            return super().connect(host, port, source_address)
+        except BaseException:
+            self.close()
+            raise
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: Any,
+        *,
+        initial_response_ok: bool = True,
+    ) -> tuple[int, bytes]:
+        # login() tries the next mechanism after any refusal, even a 421 after
+        # which the server is closing the channel: end the handshake there.
+        try:
+            return super().auth(
+                mechanism, authobject, initial_response_ok=initial_response_ok
+            )
+        except smtplib.SMTPAuthenticationError as exc:
+            if exc.smtp_code == 421:
+                raise smtplib.SMTPResponseException(421, exc.smtp_error) from exc
+            raise
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         self.stage = Stage.MAIL

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import email.message
 import itertools
+import json
 import os
 import ssl
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,6 +72,31 @@ def make_message(subject: str = "hello") -> email.message.EmailMessage:
     msg["Message-ID"] = f"<{next(_ids)}.{os.getpid()}.smtppool-test@example.test>"
     msg.set_content("A message from the smtppool test suite.\n")
     return msg
+
+
+def in_child(work: Callable[[], Any], *, fork: Callable[[], int] = os.fork) -> Any:
+    """Run ``work`` in a forked child and return its JSON-able result."""
+    read_end, write_end = os.pipe()
+    pid = fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            result = {"ok": work()}
+        except BaseException:
+            result = {"error": traceback.format_exc()}
+        try:
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result = json.loads(output)
+    if "error" in result:
+        pytest.fail(f"the child failed:\n{result['error']}")
+    return result["ok"]
 
 
 @pytest.fixture

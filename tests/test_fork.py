@@ -7,12 +7,9 @@ record of each session shows whether a child ever wrote to the parent's session.
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing
-import os
 import ssl
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -21,38 +18,13 @@ import pytest
 from smtppool import SMTPPool, SMTPPoolError
 from smtppool.testing import SMTPTestServer
 
-from .conftest import make_message
+from .conftest import in_child, make_message
 
 # The test server runs in a thread of this process, which Python 3.12 and later
 # warn about at every fork; the children here only ever use sockets.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:This process .* is multi-threaded:DeprecationWarning"
 )
-
-
-def in_child(work: Callable[[], Any], *, fork: Callable[[], int] = os.fork) -> Any:
-    """Run ``work`` in a forked child and return its JSON-able result."""
-    read_end, write_end = os.pipe()
-    pid = fork()
-    if pid == 0:  # the child: never return into pytest
-        try:
-            result = {"ok": work()}
-        except BaseException:
-            result = {"error": traceback.format_exc()}
-        try:
-            os.write(write_end, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    result = json.loads(output)
-    if "error" in result:
-        pytest.fail(f"the child failed:\n{result['error']}")
-    return result["ok"]
 
 
 def send_and_report(pool: SMTPPool) -> Callable[[], dict[str, Any]]:

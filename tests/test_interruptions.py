@@ -108,3 +108,21 @@ def test_interrupted_quit_frees_the_slot(
     assert pool.stats().size == 0
     pool.send_message(make_message())
     assert len(smtp_server.messages) == 2
+
+
+def test_interrupted_greeting_leaves_no_socket_open(
+    smtp_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    alarm: Callable[[float], None],
+) -> None:
+    """An interruption while the greeting is awaited closes the new socket."""
+    pool = pool_factory()
+    smtp_server.on("CONNECT", delay=1.0, times=1)
+
+    alarm(0.2)
+    with pytest.raises(Interrupted):
+        pool.send_message(make_message())
+
+    assert pool.stats().size == 0
+    # The server notices the close once it writes its delayed greeting.
+    smtp_server.wait_for_sessions_closed(timeout=5)

@@ -507,3 +507,98 @@ def test_failure_to_open_a_replacement_names_the_message(
     assert len(smtp_server.sessions) == 3, "the first session, a connect and a retry"
     assert smtp_server.deliveries(msg["Message-ID"]) == 0
     assert pool.stats().size == 0
+
+
+def test_raw_message_bytes_of_any_kind_are_named_in_errors(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """A bytearray message, which smtplib sends, still gets DeliveryUnknown."""
+    pool = pool_factory()
+    smtp_server.on(".", reset=True, times=1)
+    raw = bytearray(b"From: a@example.test\r\nMessage-ID: <ba@t>\r\n\r\nbody\r\n")
+
+    with pytest.raises(DeliveryUnknown) as failure:
+        pool.sendmail("a@example.test", ["b@example.test"], raw)
+
+    assert failure.value.message_id == "<ba@t>"
+    assert smtp_server.deliveries("<ba@t>") == 1
+
+
+def test_an_unreadable_reply_to_the_dot_is_unknown(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """smtplib gives up on an over-long reply line: the outcome is unknown."""
+    pool = pool_factory()
+    smtp_server.on(".", "250 " + "x" * 9000, times=1)
+    msg = make_message()
+
+    with pytest.raises(DeliveryUnknown) as failure:
+        pool.send_message(msg)
+
+    assert failure.value.stage is Stage.DOT_WRITTEN
+    assert smtp_server.deliveries(msg["Message-ID"]) == 1
+
+
+def test_no_recipients_is_a_permanent_refusal(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """An empty recipient list fails as smtplib fails it, as a PermanentError."""
+    pool = pool_factory()
+
+    with pytest.raises(PermanentRecipientsRefused):
+        pool.sendmail("a@example.test", [], b"Subject: x\r\n\r\nbody\r\n")
+
+    pool.send_message(make_message())
+    assert len(smtp_server.messages) == 1
+    assert_no_503(smtp_server)
+
+
+def test_the_raw_session_is_reset_before_the_pool_uses_it(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """What the caller leaves open through conn.smtp never reaches a later MAIL,
+    on this connection or after it goes back."""
+    pool = pool_factory(max_size=1)
+
+    with pool.connection() as conn:
+        raw = conn.smtp
+        raw.ehlo()
+        raw.mail("x@example.test")
+        conn.send_message(make_message())
+        raw.mail("y@example.test")
+    pool.send_message(make_message())
+
+    assert len(smtp_server.messages) == 2
+    assert len(smtp_server.sessions) == 1
+    assert_no_503(smtp_server)
+
+
+def test_421_to_auth_ends_the_handshake(
+    smtp_server_factory: Callable[..., SMTPTestServer], pool_factory: PoolFactory
+) -> None:
+    """smtplib would try another mechanism on a session that answered 421."""
+    server = smtp_server_factory(auth=("app", "secret"))
+    server.on("AUTH", "421 4.7.0 try again later", times=1)
+    pool = pool_factory(server, username="app", password="secret")
+
+    pool.send_message(make_message())
+
+    first = server.sessions[0]
+    assert first.commands.count("AUTH") == 1
+    assert len(server.sessions) == 2
+    assert server.messages[0].session_id == server.sessions[1].id
+
+
+def test_421_to_noop_closes_the_session_at_once(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """conn.noop() that gets 421 hangs up then and there."""
+    pool = pool_factory()
+    smtp_server.on("NOOP", "421 4.3.2 closing", times=1)
+
+    with pool.connection() as conn:
+        assert conn.noop()[0] == 421
+        smtp_server.wait_until(lambda: not smtp_server.sessions[0].is_open)
+        conn.send_message(make_message())
+
+    assert smtp_server.messages[0].session_id == smtp_server.sessions[1].id

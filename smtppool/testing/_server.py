@@ -579,6 +579,12 @@ class _ScriptedSMTP(SMTP):
         self._owner._received(self.record, len(data))
         super().data_received(data)
 
+    def eof_received(self) -> bool | None:
+        # aiosmtpd keeps a plain session half open after the client hangs up;
+        # close it, as a real server does, so that the record shows the end.
+        super().eof_received()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
         # asyncio closes the socket only after this returns; record the end after
         # that, so a test that waits for it knows the client can see the close.
