@@ -27,12 +27,18 @@ class FakeClock:
     """A monotonic clock that moves only when a test says so."""
 
     now: float = 1000.0
+    sleeps: list[float] = attrs.field(factory=list)
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Record a sleep and move the clock by it, at once."""
+        self.sleeps.append(seconds)
+        self.advance(seconds)
 
 
 @pytest.fixture

@@ -13,31 +13,26 @@ from .conftest import FakeClock, make_message
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    """The delays the pool slept for."""
-    return []
+def limited(
+    pool_factory: Callable[..., SMTPPool], clock: FakeClock
+) -> Callable[[int, float], SMTPPool]:
+    """Pools with a rate limit on the fake clock, whose sleeps move the clock."""
 
+    def make(limit: int, period: float) -> SMTPPool:
+        return pool_factory(
+            rate_limit=limit, rate_period=period, clock=clock, sleep=clock.sleep
+        )
 
-def sleeper(clock: FakeClock, sleeps: list[float]) -> Callable[[float], None]:
-    """A sleep that records the delay and moves the fake clock by it."""
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        clock.advance(seconds)
-
-    return sleep
+    return make
 
 
 def test_no_more_than_rate_limit_per_period(
     smtp_server: SMTPTestServer,
-    pool_factory: Callable[..., SMTPPool],
+    limited: Callable[[int, float], SMTPPool],
     clock: FakeClock,
-    sleeps: list[float],
 ) -> None:
     """Three per second: seven messages start at 0, 0, 0, 1, 1, 1 and 2 s."""
-    pool = pool_factory(
-        rate_limit=3, rate_period=1.0, clock=clock, sleep=sleeper(clock, sleeps)
-    )
+    pool = limited(3, 1.0)
     start = clock.now
     started: list[float] = []
 
@@ -53,21 +48,18 @@ def test_no_more_than_rate_limit_per_period(
 
 def test_time_already_passed_counts(
     smtp_server: SMTPTestServer,
-    pool_factory: Callable[..., SMTPPool],
+    limited: Callable[[int, float], SMTPPool],
     clock: FakeClock,
-    sleeps: list[float],
 ) -> None:
     """A sender that comes back after part of the period waits only the rest."""
-    pool = pool_factory(
-        rate_limit=2, rate_period=10.0, clock=clock, sleep=sleeper(clock, sleeps)
-    )
+    pool = limited(2, 10.0)
     pool.send_message(make_message())
     clock.advance(4)
     pool.send_message(make_message())
     clock.advance(1)
     pool.send_message(make_message())
 
-    assert sleeps == [5.0]
+    assert clock.sleeps == [5.0]
 
 
 def test_waiting_for_a_turn_holds_no_session(
@@ -91,36 +83,30 @@ def test_waiting_for_a_turn_holds_no_session(
 
 def test_sends_inside_a_block_are_counted(
     smtp_server: SMTPTestServer,
-    pool_factory: Callable[..., SMTPPool],
+    limited: Callable[[int, float], SMTPPool],
     clock: FakeClock,
-    sleeps: list[float],
 ) -> None:
     """Messages sent through one lease share the same limit."""
-    pool = pool_factory(
-        rate_limit=2, rate_period=1.0, clock=clock, sleep=sleeper(clock, sleeps)
-    )
+    pool = limited(2, 1.0)
     with pool.connection() as conn:
         for _ in range(4):
             conn.send_message(make_message())
     pool.send_message(make_message())
 
-    assert sleeps == [1.0, 1.0]
+    assert clock.sleeps == [1.0, 1.0]
     assert len(smtp_server.messages) == 5
 
 
 def test_a_resend_does_not_take_another_turn(
     smtp_server: SMTPTestServer,
-    pool_factory: Callable[..., SMTPPool],
+    limited: Callable[[int, float], SMTPPool],
     clock: FakeClock,
-    sleeps: list[float],
 ) -> None:
     """A message sent again after a lost session is still one message."""
-    pool = pool_factory(
-        rate_limit=1, rate_period=1.0, clock=clock, sleep=sleeper(clock, sleeps)
-    )
+    pool = limited(1, 1.0)
     smtp_server.on("MAIL", "421 4.3.2 closing", close=True, times=1)
 
     pool.send_message(make_message())
 
-    assert sleeps == []
+    assert clock.sleeps == []
     assert pool.stats().retries == 1
