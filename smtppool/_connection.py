@@ -63,6 +63,12 @@ class Connection:
         self._loan: Loan | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
+    def __reduce__(self) -> str:
+        raise TypeError(
+            f"a connection from pool {self._pool.name!r} cannot be pickled: it "
+            "lends a socket of this process to one block of code"
+        )
+
     def __repr__(self) -> str:
         loan = self._loan
         if loan is None:

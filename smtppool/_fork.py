@@ -18,6 +18,8 @@ import threading
 import weakref
 from typing import Protocol
 
+from ._smtp import let_go_of_inherited
+
 
 class Forkable(Protocol):
     def _after_fork(self) -> None: ...
@@ -43,6 +45,7 @@ def reset(pool: Forkable) -> None:
     """
     with _reset_lock:
         pool._after_fork()
+        let_go_of_inherited()
 
 
 def _in_child() -> None:
@@ -51,6 +54,8 @@ def _in_child() -> None:
     _reset_lock = threading.Lock()
     for pool in list(_live):
         pool._after_fork()
+    # Sessions still being opened by other threads at the fork, too.
+    let_go_of_inherited()
 
 
 if hasattr(os, "register_at_fork"):  # Windows has no fork

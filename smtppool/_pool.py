@@ -148,14 +148,15 @@ class SMTPPool:
         self._closed = False
         self._counters = Counters()
         self._start_empty()
+        self._pid = os.getpid()
         _fork.track(self)
 
     def _start_empty(self) -> None:
-        """Set up the bookkeeping of a pool with no sessions, in this process."""
-        self._pid = os.getpid()
-
+        """Set up the bookkeeping of a pool with no sessions."""
         # The lock guards only the fields below; no network I/O happens under it.
-        self._lock = threading.Lock()
+        # Reentrant only so that a garbage-collected connection can tell whether
+        # this thread holds it (see _reclaim); nothing takes it twice.
+        self._lock = threading.RLock()
         self._idle: list[Session] = []
         # Every open session the pool owns: idle, lent, or being checked.
         self._sessions: set[Session] = set()
@@ -337,6 +338,7 @@ class SMTPPool:
         harmless.
         """
         self._check_pid()
+        self._collect_leaked()
         with self._lock:
             if self._closed:
                 return
@@ -375,6 +377,7 @@ class SMTPPool:
         self._check_pid()
         with self._lock:
             self._loans.discard(loan)
+        self._collect_leaked()
         self._report_overdue(loan)
         if loan.session is not None:
             self._checkin(loan.session)
@@ -385,10 +388,14 @@ class SMTPPool:
             return
         loan.returned = True
 
-        # Garbage collection can run while this thread holds the lock, so the loan
-        # is queued and the lock only tried; whoever uses the pool next frees it.
+        # Garbage collection can run while this very thread holds the lock, in the
+        # middle of changing what it guards. Then the loan waits in the queue for
+        # the next checkout, checkin, stats(), prune() or close().
         self._leaked.append(loan)
-        self._collect_leaked(blocking=False)
+        if not self._lock._is_owned():  # type: ignore[attr-defined]
+            # Another thread may hold the lock, but only briefly: nothing under it
+            # waits on the network.
+            self._collect_leaked()
         # Last, since warnings configured as errors raise here.
         warnings.warn(
             f"a connection from pool {self.name!r} was garbage-collected without "
@@ -397,19 +404,17 @@ class SMTPPool:
             stacklevel=2,
         )
 
-    def _collect_leaked(self, *, blocking: bool = True) -> None:
+    def _collect_leaked(self) -> None:
         """Free the slots of loans whose borrower was garbage-collected."""
-        if not self._leaked or not self._lock.acquire(blocking=blocking):
+        if not self._leaked:
             return
-        try:
+        with self._lock:
             sessions = []
             while self._leaked:
                 loan = self._leaked.popleft()
                 self._loans.discard(loan)
                 if loan.session is not None:
                     sessions.append(loan.session)
-        finally:
-            self._lock.release()
 
         for session in sessions:
             # Nobody knows where its borrower left it: close without a command.
@@ -464,9 +469,12 @@ class SMTPPool:
         self._limiter = self._new_limiter()
         self._counters.fork_resets += 1
         self._counters.closed[CloseReason.FORKED] += len(inherited)
-
         for session in inherited:
             session.abandon()
+
+        # Last: other threads of a child whose fork skipped the hook wait in
+        # _fork.reset until the pid says the pool is this process's.
+        self._pid = os.getpid()
         logger.debug(
             "pool.forked pool=%s address=%s pid=%d abandoned=%d",
             self.name,
@@ -693,6 +701,7 @@ class SMTPPool:
 
     def _throttle(self) -> None:
         """Wait for this message's turn under ``rate_limit``, holding no session."""
+        self._check_pid()
         if self._limiter is None:
             return
 

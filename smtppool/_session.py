@@ -39,8 +39,19 @@ QUIT_TIMEOUT = 2.0
 LIFETIME_JITTER = 0.1
 
 _ids = itertools.count(1)
-_hostname_lock = threading.Lock()
 _hostname: str | None = None
+# The lock, and the process it was made in: a forked child makes its own, since a
+# thread of the parent may have held this one at the fork.
+_hostname_lock = threading.Lock()
+_hostname_lock_pid = os.getpid()
+
+
+def _hostname_lock_here() -> threading.Lock:
+    global _hostname_lock, _hostname_lock_pid
+
+    if _hostname_lock_pid != os.getpid():
+        _hostname_lock, _hostname_lock_pid = threading.Lock(), os.getpid()
+    return _hostname_lock
 
 
 def default_local_hostname() -> str:
@@ -53,7 +64,7 @@ def default_local_hostname() -> str:
     """
     global _hostname  # noqa: PLW0603 - a per-process cache by design
 
-    with _hostname_lock:
+    with _hostname_lock_here():
         if _hostname is None:
             fqdn = socket.getfqdn()
             if "." in fqdn:
@@ -67,22 +78,11 @@ def default_local_hostname() -> str:
         return _hostname
 
 
-def _new_hostname_lock() -> None:
-    """In a forked child: a thread of the parent may have held the lock."""
-    global _hostname_lock  # noqa: PLW0603
-
-    _hostname_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # Windows has no fork
-    os.register_at_fork(after_in_child=_new_hostname_lock)
-
-
 def forget_local_hostname() -> None:
     """Drop the cached EHLO name, so that the next session works it out again."""
     global _hostname  # noqa: PLW0603
 
-    with _hostname_lock:
+    with _hostname_lock_here():
         _hostname = None
 
 
@@ -106,7 +106,6 @@ class Session:
     expires_at: float
     last_used: float
     id: int = attrs.field(factory=lambda: next(_ids))
-    pid: int = attrs.field(factory=os.getpid)
     messages: int = 0
     state: State = State.READY
 
@@ -210,7 +209,7 @@ class Session:
         failed QUIT must never turn into an error for a message that was already
         delivered.
         """
-        if self.pid != os.getpid():
+        if self.smtp.pid != os.getpid():
             self.abandon()  # another process's session: not a byte from here
             return None
 
@@ -234,13 +233,10 @@ class Session:
         """Let go of a session another process owns, without writing a byte.
 
         For a forked child: closing the descriptor only drops this process's
-        reference; the parent's session goes on. No QUIT, no ``shutdown()`` (which
-        would end the connection for both) and no TLS ``unwrap()`` (which would
-        send close_notify); closing an ``SSLSocket`` sends nothing.
+        reference; the parent's session goes on.
         """
         self.state = State.BROKEN
-        with contextlib.suppress(OSError):
-            self.smtp.close()
+        self.smtp.abandon()
 
 
 def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:

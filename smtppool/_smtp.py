@@ -9,7 +9,10 @@ version smtppool supports; ``tests/test_sending.py`` checks the stages it yields
 
 from __future__ import annotations
 
+import contextlib
+import os
 import smtplib
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,16 +20,47 @@ from typing_extensions import Buffer
 
 from ._stage import Stage
 
+# Every client object of this process and of the processes it was forked from, so
+# that a forked child can let go of all it inherited, those still connecting too.
+_everyone: weakref.WeakSet[StagedSMTP] = weakref.WeakSet()
+
+# smtplib's buffered readers inherited in a forked child. They are kept and never
+# closed: closing one takes its lock, which a thread of the parent may have held at
+# the fork (reading a reply), and which nobody in the child would ever release.
+_kept_from_parent: list[object] = []
+
 
 class StagedSMTP(smtplib.SMTP):
     """An ``smtplib.SMTP`` that keeps the stage and accepted recipients of the
-    current transaction."""
+    current transaction, and the process that opened it."""
 
     stage: Stage = Stage.CONNECT
     accepted: tuple[str, ...] = ()
     # Whether this transaction was ended by an RSET that the server answered with
     # 250: smtplib sends one itself after most refusals.
     is_reset: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.pid = os.getpid()
+        _everyone.add(self)
+        super().__init__(*args, **kwargs)
+
+    def abandon(self) -> None:
+        """Close this process's descriptor of the socket, and nothing else.
+
+        No QUIT, no ``shutdown()`` (which would end the connection for every
+        process), no TLS ``unwrap()`` (which would send close_notify), and no lock
+        taken (see ``_kept_from_parent``). Detaching an ``SSLSocket`` writes
+        nothing.
+        """
+        file, self.file = self.file, None
+        if file is not None:
+            _kept_from_parent.append(file)
+
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(sock.detach())
 
     def begin(self) -> None:
         """Start recording a new transaction."""
@@ -100,3 +134,14 @@ class StagedSMTP(smtplib.SMTP):
 
 class StagedSMTP_SSL(StagedSMTP, smtplib.SMTP_SSL):
     """The implicit-TLS counterpart of :class:`StagedSMTP`."""
+
+
+def let_go_of_inherited() -> int:
+    """In a forked child: abandon every client object a parent opened; return how
+    many there were."""
+    pid = os.getpid()
+    inherited = [smtp for smtp in list(_everyone) if smtp.pid != pid]
+    for smtp in inherited:
+        smtp.abandon()
+        _everyone.discard(smtp)
+    return len(inherited)

@@ -7,6 +7,8 @@ import email.message
 import itertools
 import json
 import os
+import select
+import signal
 import ssl
 import traceback
 from collections.abc import Callable, Iterator
@@ -80,8 +82,17 @@ def make_message(subject: str = "hello") -> email.message.EmailMessage:
     return msg
 
 
-def in_child(work: Callable[[], Any], *, fork: Callable[[], int] = os.fork) -> Any:
-    """Run ``work`` in a forked child and return its JSON-able result."""
+def in_child(
+    work: Callable[[], Any],
+    *,
+    fork: Callable[[], int] = os.fork,
+    timeout: float = 30.0,
+) -> Any:
+    """Run ``work`` in a forked child and return its JSON-able result.
+
+    A child that has not answered within ``timeout`` seconds (deadlocked, say) is
+    killed and the test fails.
+    """
     read_end, write_end = os.pipe()
     pid = fork()
     if pid == 0:  # the child: never return into pytest
@@ -96,6 +107,10 @@ def in_child(work: Callable[[], Any], *, fork: Callable[[], int] = os.fork) -> A
 
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
+        if not select.select([pipe], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the child did not finish within {timeout} s")
         output = pipe.read()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -6,8 +6,11 @@ record of each session shows whether a child ever wrote to the parent's session.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
+import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from smtppool import SMTPPool, SMTPPoolError
+from smtppool import SMTPPool, SMTPPoolError, _session
 from smtppool.testing import SMTPTestServer
 
 from .conftest import in_child, make_message
@@ -45,6 +48,20 @@ def send_and_report(pool: SMTPPool) -> Callable[[], dict[str, Any]]:
 
 
 @pytest.fixture
+def server_and_pool(
+    request: pytest.FixtureRequest,
+    smtp_server: SMTPTestServer,
+    tls_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> tuple[SMTPTestServer, SMTPPool]:
+    """A server and a pool for it, plain or STARTTLS as the test is parametrized."""
+    security = request.param
+    server = tls_server if security == "starttls" else smtp_server
+    return server, pool_factory(server, security=security, ssl_context=client_context)
+
+
+@pytest.fixture
 def tls_server(
     smtp_server_factory: Callable[..., SMTPTestServer],
     server_context: ssl.SSLContext,
@@ -52,18 +69,13 @@ def tls_server(
     return smtp_server_factory(tls_context=server_context)
 
 
-@pytest.mark.parametrize("security", ["none", "starttls"])
+@pytest.mark.parametrize("server_and_pool", ["none", "starttls"], indirect=True)
 def test_parent_and_child_each_use_their_own_sessions(
-    smtp_server: SMTPTestServer,
-    tls_server: SMTPTestServer,
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
-    security: str,
+    server_and_pool: tuple[SMTPTestServer, SMTPPool],
 ) -> None:
     """F12: warm, fork, send from both; the child writes nothing to the parent's
     session, and the parent's session keeps working after the child exits."""
-    server = tls_server if security == "starttls" else smtp_server
-    pool = pool_factory(server, security=security, ssl_context=client_context)
+    server, pool = server_and_pool
     first = make_message()
     pool.send_message(first)
     before = server.sessions[0].bytes_received
@@ -215,3 +227,135 @@ def test_a_connection_taken_before_the_fork_is_refused_in_the_child(
     assert len(smtp_server.messages) == 2
     assert len(smtp_server.sessions) == 1
     assert pool.stats().idle == 1
+
+
+@pytest.mark.parametrize("fork", [os.fork, libc_fork], ids=["os.fork", "libc"])
+@pytest.mark.parametrize("server_and_pool", ["none", "starttls"], indirect=True)
+def test_a_fork_while_another_thread_awaits_a_reply(
+    server_and_pool: tuple[SMTPTestServer, SMTPPool], fork: Callable[[], int]
+) -> None:
+    """A thread of the parent is reading a reply at the fork, holding smtplib's
+    reader lock; the child lets go of that session without taking the lock."""
+    server, pool = server_and_pool
+    server.on("NOOP", delay=1.0, times=1)
+    waiting = threading.Event()
+
+    def noop_slowly() -> None:
+        with pool.connection() as conn:
+            waiting.set()
+            conn.noop()
+
+    thread = threading.Thread(target=noop_slowly)
+    thread.start()
+    waiting.wait(timeout=10)
+    server.wait_until(lambda: server.count("NOOP") == 1)
+
+    child = in_child(send_and_report(pool), fork=fork)
+    thread.join(timeout=10)
+
+    assert server.deliveries(child["message_id"]) == 1
+    pool.send_message(make_message())
+    assert server.messages[-1].session_id == server.sessions[0].id
+
+
+def test_a_connect_in_progress_at_the_fork_is_let_go_of_in_the_child(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """A session another thread is still opening is not in the pool yet; the
+    child closes its copy of that socket all the same."""
+    pool = pool_factory()
+    smtp_server.on("CONNECT", delay=1.0, times=1)
+    thread = threading.Thread(target=lambda: pool.send_message(make_message()))
+    thread.start()
+    smtp_server.wait_until(lambda: len(smtp_server.sessions) == 1)
+
+    def sockets_to_the_server() -> int:
+        count = 0
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                sock = socket.socket(fileno=os.dup(int(name)))
+            except OSError:
+                continue
+            with sock, contextlib.suppress(OSError, IndexError, TypeError):
+                count += sock.getpeername()[1] == smtp_server.port
+        return count
+
+    assert in_child(sockets_to_the_server) == 0
+    thread.join(timeout=10)
+    assert len(smtp_server.messages) == 1
+
+
+def test_threads_of_a_hookless_child_wait_for_the_reset(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """While one thread of the child resets the pool, another that uses the pool
+    waits for it, instead of reaching the parent's idle sessions."""
+    pool = pool_factory()
+    pool.send_message(make_message())
+    before = smtp_server.sessions[0].bytes_received
+
+    def work() -> dict[str, Any]:
+        resetting, go_on = threading.Event(), threading.Event()
+        start_empty = pool._start_empty
+
+        def slow_start_empty() -> None:
+            start_empty()
+            resetting.set()
+            go_on.wait(timeout=10)
+
+        pool._start_empty = slow_start_empty  # type: ignore[method-assign]
+        first = threading.Thread(target=lambda: pool.send_message(make_message()))
+        first.start()
+        resetting.wait(timeout=10)
+        second = threading.Thread(target=lambda: pool.send_message(make_message()))
+        second.start()
+        second.join(timeout=0.3)  # time enough to send, were it not waiting
+        waited = second.is_alive()
+        go_on.set()
+        first.join(timeout=10)
+        second.join(timeout=10)
+        return {"waited": waited, "fork_resets": pool.stats().fork_resets}
+
+    assert in_child(work, fork=libc_fork) == {"waited": True, "fork_resets": 1}
+    assert smtp_server.sessions[0].bytes_received == before
+    assert len(smtp_server.messages) == 3
+
+
+def test_a_hookless_child_has_its_own_rate_limit(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """The parent used its turn; the child's first message does not wait for it."""
+
+    def must_not_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for the parent's turn")
+
+    pool = pool_factory(rate_limit=1, rate_period=3600, sleep=must_not_wait)
+    pool.send_message(make_message())
+
+    child = in_child(send_and_report(pool), fork=libc_fork)
+
+    assert smtp_server.deliveries(child["message_id"]) == 1
+
+
+def test_the_ehlo_name_lock_held_at_a_hookless_fork(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """A parent thread is working out the EHLO name at the fork."""
+    pool = pool_factory(local_hostname=None)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _session._hostname_lock_here():
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(timeout=10)
+    try:
+        child = in_child(send_and_report(pool), fork=libc_fork)
+    finally:
+        release.set()
+        holder.join(timeout=10)
+
+    assert smtp_server.deliveries(child["message_id"]) == 1

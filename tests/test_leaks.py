@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import re
 import threading
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -134,3 +136,66 @@ def test_no_report_within_the_threshold(
             clock.advance(4)
 
     assert "lease.overdue" not in caplog.text
+
+
+def test_a_leak_collected_while_another_thread_holds_the_lock_frees_the_slot(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """The collector waits its turn for the lock, then hands the slot to the
+    thread waiting in line."""
+    pool = pool_factory(max_size=1, acquire_timeout=10)
+    conn = pool.connection().__enter__()
+    conn.noop()
+    cycle: list[object] = [conn]
+    cycle.append(cycle)  # only the cycle collector will find it
+    del conn, cycle
+
+    waiter = threading.Thread(target=lambda: pool.send_message(make_message()))
+    waiter.start()
+    smtp_server.wait_until(lambda: pool.stats().waiting == 1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with pool._lock:
+            holding.set()
+            release.wait(timeout=10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holding.wait(timeout=10)
+    collector = threading.Thread(target=gc.collect)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        collector.start()
+        release.set()
+        collector.join(timeout=10)
+    holder.join(timeout=10)
+    waiter.join(timeout=10)
+
+    assert len(smtp_server.messages) == 1
+    assert pool.stats().closed.leaked == 1
+
+
+def test_a_leak_found_while_this_thread_holds_the_lock_is_closed_later(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """Queued, then closed by the next use of the pool, close() included."""
+    pool = pool_factory()
+    conn = pool.connection().__enter__()
+    conn.noop()
+
+    with pytest.warns(ResourceWarning), pool._lock:
+        del conn  # the last reference: the finalizer runs here, under the lock
+    pool.close()
+
+    smtp_server.wait_for_sessions_closed()
+    assert pool.stats().closed.leaked == 1
+
+
+def test_a_connection_cannot_be_pickled(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """Its session is a socket of this process."""
+    pool = pool_factory()
+    with pool.connection() as conn, pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(conn)
