@@ -7,8 +7,7 @@ import logging
 import pickle
 import re
 import threading
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -138,6 +137,17 @@ def test_no_report_within_the_threshold(
     assert "lease.overdue" not in caplog.text
 
 
+@pytest.fixture
+def manual_gc() -> Iterator[None]:
+    """Only explicit gc.collect() calls collect cycles during the test."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("manual_gc")
 def test_a_leak_collected_while_another_thread_holds_the_lock_frees_the_slot(
     smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
 ) -> None:
@@ -163,12 +173,15 @@ def test_a_leak_collected_while_another_thread_holds_the_lock_frees_the_slot(
     holder = threading.Thread(target=hold_the_lock)
     holder.start()
     holding.wait(timeout=10)
-    collector = threading.Thread(target=gc.collect)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
+
+    def collect_in_another_thread() -> None:
+        collector = threading.Thread(target=gc.collect)
         collector.start()
         release.set()
         collector.join(timeout=10)
+
+    with pytest.warns(ResourceWarning):
+        collect_in_another_thread()
     holder.join(timeout=10)
     waiter.join(timeout=10)
 
