@@ -1,0 +1,341 @@
+"""smtppool.flask in real Flask applications, sending to the test server."""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import flask_mail
+import flask_mailman
+import pytest
+
+from smtppool.flask import Mail
+from smtppool.testing import ReceivedMessage, SMTPTestServer
+
+from .conftest import make_message
+
+AppFactory = Callable[..., flask.Flask]
+
+
+@pytest.fixture
+def app_factory(smtp_server: SMTPTestServer) -> Callable[..., flask.Flask]:
+    """Flask apps configured for a test server (the plain one unless given)."""
+    apps: list[flask.Flask] = []
+
+    def make(server: SMTPTestServer | None = None, **config: Any) -> flask.Flask:
+        server = server or smtp_server
+        app = flask.Flask(f"app{len(apps)}")
+        defaults = {
+            "MAIL_SERVER": server.host,
+            "MAIL_PORT": server.port,
+            "MAIL_DEFAULT_SENDER": "app@example.test",
+            "SMTPPOOL_LOCAL_HOSTNAME": "client.example.test",
+        }
+        app.config.update({**defaults, **config})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        state = app.extensions.get("smtppool")
+        if state is not None and state._pool is not None:
+            state._pool.close()
+
+
+def parsed(received: ReceivedMessage) -> email.message.EmailMessage:
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        received.data
+    )
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def sending_app(app: flask.Flask, mail: Mail) -> flask.Flask:
+    """Add a view that sends one Flask-Mail message per request."""
+
+    @app.post("/signup/<name>")
+    def signup(name: str) -> str:
+        mail.send(flask_mail.Message(f"welcome {name}", recipients=[f"{name}@x.test"]))
+        return "sent"
+
+    return app
+
+
+def test_requests_share_a_few_sessions(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Twenty requests, one SMTP session."""
+    mail = Mail()
+    app = sending_app(app_factory(), mail)
+    mail.init_app(app)
+    client = app.test_client()
+
+    for i in range(20):
+        assert client.post(f"/signup/user{i}").status_code == 200
+
+    assert len(smtp_server.messages) == 20
+    assert len(smtp_server.sessions) == 1
+
+
+def test_a_request_after_the_server_dropped_the_session(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """The idle session is gone; the next request still sends."""
+    app = app_factory()
+    mail = Mail(app)
+    sending_app(app, mail)
+    client = app.test_client()
+    client.post("/signup/first")
+
+    smtp_server.drop_sessions()
+    smtp_server.wait_for_sessions_closed()
+    response = client.post("/signup/second")
+
+    assert response.status_code == 200
+    assert [parsed(m)["Subject"] for m in smtp_server.messages] == [
+        "welcome first",
+        "welcome second",
+    ]
+
+
+def test_a_flask_mail_app_switches_by_its_import(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Flask-Mail's Message, send, connect and send_message, unchanged, with an
+    HTML part, an attachment and the default sender."""
+    app = app_factory(MAIL_DEFAULT_SENDER=("Shop", "shop@example.test"))
+    mail = Mail(app)
+    attachment = bytes(range(256)) * 4
+
+    with app.app_context():
+        message = flask_mail.Message(
+            "Your receipt",
+            recipients=["buyer@example.test"],
+            cc=["copy@example.test"],
+            body="Thanks for your order.",
+            html="<p>Thanks for your <b>order</b>.</p>",
+        )
+        message.attach("receipt.bin", "application/octet-stream", attachment)
+        mail.send(message)
+        with mail.connect() as conn:
+            conn.send(flask_mail.Message("second", recipients=["b@example.test"]))
+            conn.send_message("third", recipients=["c@example.test"], body="3")
+
+    first, second, third = smtp_server.messages
+    assert first.mail_from == "shop@example.test"
+    assert set(first.rcpt_tos) == {"buyer@example.test", "copy@example.test"}
+    received = parsed(first)
+    assert received["From"] == "Shop <shop@example.test>"
+    assert received["Subject"] == "Your receipt"
+    html = received.get_body(preferencelist=("html",))
+    assert html is not None
+    assert "<b>order</b>" in html.get_content()
+    (part,) = list(received.iter_attachments())
+    assert part.get_filename() == "receipt.bin"
+    assert part.get_content() == attachment
+    assert received["Message-ID"] == message.msgId
+    assert [parsed(m)["Subject"] for m in (second, third)] == ["second", "third"]
+    assert len(smtp_server.sessions) == 1
+
+
+def test_flask_mailman_messages_through_mail_send_and_the_backend(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """A Flask-Mailman message with an alternative and an attachment, sent by
+    mail.send and by Flask-Mailman itself through MAIL_BACKEND."""
+    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
+    mail = Mail(app)
+    flask_mailman.Mail(app)
+
+    with app.app_context():
+        built = flask_mailman.EmailMultiAlternatives(
+            "mailman", "plain body", to=["to@example.test"], bcc=["hidden@example.test"]
+        )
+        built.attach_alternative("<p>html body</p>", "text/html")
+        built.attach("data.txt", "attached text\n", "text/plain")
+        mail.send(built)
+        sent = flask_mailman.EmailMessage(
+            "via backend", "body", to=["other@example.test"]
+        ).send()
+
+    assert sent == 1
+    first, second = smtp_server.messages
+    assert set(first.rcpt_tos) == {"to@example.test", "hidden@example.test"}
+    received = parsed(first)
+    assert received["Bcc"] is None
+    assert received["From"] == "app@example.test"
+    html = received.get_body(preferencelist=("html",))
+    assert html is not None
+    assert html.get_content().strip() == "<p>html body</p>"
+    (part,) = list(received.iter_attachments())
+    # Text travels with CRLF line ends (RFC 5321 section 2.3.8).
+    content = part.get_content().replace("\r\n", "\n")
+    assert (part.get_filename(), content) == ("data.txt", "attached text\n")
+    assert parsed(second)["Subject"] == "via backend"
+    assert len(smtp_server.sessions) == 1
+
+
+def test_a_standard_message_gets_the_default_sender(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """email.message.EmailMessage without From: MAIL_DEFAULT_SENDER is used."""
+    app = app_factory()
+    mail = Mail(app)
+    message = make_message()
+    del message["From"]
+
+    mail.send(message)
+
+    assert smtp_server.messages[0].mail_from == "app@example.test"
+    assert parsed(smtp_server.messages[0])["From"] == "app@example.test"
+
+
+def test_suppressed_sending_opens_nothing_and_records(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """In testing mode nothing is sent and no session is opened, but
+    record_messages sees every message."""
+    app = app_factory(TESTING=True)
+    mail = Mail(app)
+    sending_app(app, mail)
+
+    with mail.record_messages() as outbox:
+        app.test_client().post("/signup/tester")
+        mail.send(make_message("standard"))
+
+    assert [m.subject if hasattr(m, "subject") else m["Subject"] for m in outbox] == [
+        "welcome tester",
+        "standard",
+    ]
+    assert smtp_server.sessions == []
+
+
+def test_record_messages_also_records_real_sends(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """With sending on, the recorded messages also reach the server."""
+    app = app_factory()
+    mail = Mail(app)
+    with mail.record_messages() as outbox:
+        mail.send(make_message())
+
+    assert len(outbox) == len(smtp_server.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "sentence"),
+    [
+        ({"MAIL_USE_TLS": True, "MAIL_USE_SSL": True}, "both set"),
+        ({"MAIL_PORT": "smtp"}, "MAIL_PORT must be a port number, got 'smtp'"),
+        ({"MAIL_PORT": 70000}, "MAIL_PORT must be a port number"),
+        ({"MAIL_USE_TLS": "maybe"}, "MAIL_USE_TLS must be true or false"),
+        ({"MAIL_USERNAME": "app"}, "MAIL_PASSWORD is not set"),
+        ({"SMTPPOOL_MAX_SIZE": 0}, "max_size must be at least 1, got 0"),
+        ({"SMTPPOOL_COLOUR": "blue"}, "SMTPPOOL_COLOUR is not a setting"),
+        (
+            {"MAIL_MAX_EMAILS": 5, "SMTPPOOL_MAX_MESSAGES": 5},
+            "MAIL_MAX_EMAILS and SMTPPOOL_MAX_MESSAGES are both set",
+        ),
+        ({"MAIL_DEFAULT_SENDER": 42}, "MAIL_DEFAULT_SENDER must be an address"),
+    ],
+)
+def test_bad_settings_fail_at_init_app(
+    app_factory: AppFactory, config: dict[str, Any], sentence: str
+) -> None:
+    """One sentence, naming the key, before anything is sent."""
+    app = app_factory(**config)
+    with pytest.raises(ValueError, match=sentence):
+        Mail().init_app(app)
+
+
+def test_settings_are_read_as_flask_mail_reads_them(
+    app_factory: AppFactory,
+) -> None:
+    """Text from the environment, Flask-Mail's flags and the pool's own keys."""
+    app = app_factory(
+        MAIL_PORT="2525",
+        MAIL_USE_TLS="true",
+        MAIL_USERNAME="app",
+        MAIL_PASSWORD="secret",
+        MAIL_MAX_EMAILS=7,
+        MAIL_TIMEOUT=3,
+        SMTPPOOL_MAX_SIZE=2,
+    )
+    mail = Mail(app)
+
+    config = mail.pool.config
+    assert (config.port, config.security, config.username) == (2525, "starttls", "app")
+    assert (config.max_messages, config.timeout, config.max_size) == (7, 3, 2)
+    assert "secret" not in repr(app.extensions["smtppool"].settings)
+
+
+def test_a_thread_without_an_application_context(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """F14: a plain thread sends through the extension set up with Mail(app)."""
+    app = app_factory()
+    mail = Mail(app)
+    with app.app_context():
+        flask_message = flask_mail.Message("from a thread", recipients=["t@x.test"])
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            assert not flask.has_app_context()
+            mail.send(flask_message)
+            mail.send(make_message())
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=10)
+
+    assert errors == []
+    assert len(smtp_server.messages) == 2
+
+
+def test_two_apps_keep_two_pools(
+    smtp_server_factory: Callable[..., SMTPTestServer], app_factory: AppFactory
+) -> None:
+    """An application factory, two apps for two servers, one Mail object."""
+    first_server, second_server = smtp_server_factory(), smtp_server_factory()
+    mail = Mail()
+    first, second = app_factory(first_server), app_factory(second_server)
+    mail.init_app(first)
+    mail.init_app(second)
+
+    with first.app_context():
+        mail.send(make_message("to the first"))
+        first_pool = mail.pool
+    with second.app_context():
+        mail.send(make_message("to the second"))
+        second_pool = mail.pool
+
+    assert first_pool is not second_pool
+    assert [parsed(m)["Subject"] for m in first_server.messages] == ["to the first"]
+    assert [parsed(m)["Subject"] for m in second_server.messages] == ["to the second"]
+    with pytest.raises(RuntimeError, match="serves 2 applications"):
+        mail.send(make_message())
+
+
+def test_without_flask_the_import_names_the_extra() -> None:
+    """Importing smtppool.flask where Flask is missing says what to install."""
+    code = (
+        "import sys; sys.modules['flask'] = None\n"
+        "try:\n"
+        "    import smtppool.flask\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'smtppool[flask]'" in result.stdout
