@@ -339,3 +339,26 @@ def test_without_flask_the_import_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "pip install 'smtppool[flask]'" in result.stdout
+
+
+def test_flask_mailman_connection_block_and_fail_silently(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """get_connection() as a block holds one session; fail_silently counts."""
+    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
+    Mail(app)
+    mailman = flask_mailman.Mail(app)
+    smtp_server.on("MAIL", "550 5.7.1 not you", after=2, times=1)
+
+    with app.app_context():
+        messages = [
+            flask_mailman.EmailMessage(f"m{i}", "body", to=["to@example.test"])
+            for i in range(3)
+        ]
+        with mailman.get_connection() as conn:
+            sent = conn.send_messages(messages[:2])
+        quiet = mailman.get_connection(fail_silently=True).send_messages(messages[2:])
+
+    assert (sent, quiet) == (2, 0)
+    assert len(smtp_server.messages) == 2
+    assert len(smtp_server.sessions) == 1
