@@ -362,3 +362,23 @@ def test_flask_mailman_connection_block_and_fail_silently(
     assert (sent, quiet) == (2, 0)
     assert len(smtp_server.messages) == 2
     assert len(smtp_server.sessions) == 1
+
+
+def test_the_pool_is_closed_at_interpreter_exit(smtp_server: SMTPTestServer) -> None:
+    """A process that sent through the extension says QUIT as it exits."""
+    code = (
+        "import flask, email.message\n"
+        "from smtppool.flask import Mail\n"
+        "app = flask.Flask('exiting')\n"
+        f"app.config.update(MAIL_SERVER={smtp_server.host!r}, "
+        f"MAIL_PORT={smtp_server.port}, MAIL_DEFAULT_SENDER='a@example.test')\n"
+        "msg = email.message.EmailMessage()\n"
+        "msg['To'], msg['Subject'] = 'b@example.test', 'bye'\n"
+        "msg.set_content('last words')\n"
+        "Mail(app).send(msg)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # noqa: S603
+
+    smtp_server.wait_for_sessions_closed()
+    assert smtp_server.sessions[0].commands[-1] == "QUIT"
+    assert len(smtp_server.messages) == 1
