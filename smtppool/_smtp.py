@@ -138,7 +138,12 @@ class StagedSMTP_SSL(StagedSMTP, smtplib.SMTP_SSL):
 
 def let_go_of_inherited() -> int:
     """In a forked child: abandon every client object a parent opened; return how
-    many there were."""
+    many there were.
+
+    A socket that a thread of the parent had created but smtplib had not yet
+    stored at the moment of the fork is not found: the child holds that copy, idle,
+    until it exits.
+    """
     pid = os.getpid()
     inherited = [smtp for smtp in list(_everyone) if smtp.pid != pid]
     for smtp in inherited:

@@ -13,12 +13,13 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from smtppool import SMTPPool, SMTPPoolError, _session
+from smtppool import SMTPPool, SMTPPoolError, _session, _smtp
 from smtppool.testing import SMTPTestServer
 
 from .conftest import in_child, make_message
@@ -267,7 +268,11 @@ def test_a_connect_in_progress_at_the_fork_is_let_go_of_in_the_child(
     smtp_server.on("CONNECT", delay=1.0, times=1)
     thread = threading.Thread(target=lambda: pool.send_message(make_message()))
     thread.start()
-    smtp_server.wait_until(lambda: len(smtp_server.sessions) == 1)
+    # Connected, and smtplib holds the socket: it is waiting for the greeting.
+    deadline = time.monotonic() + 10
+    while not any(smtp.sock is not None for smtp in list(_smtp._everyone)):
+        assert time.monotonic() < deadline, "the connect never started"
+        time.sleep(0.01)
 
     def sockets_to_the_server() -> int:
         count = 0
@@ -289,12 +294,15 @@ def test_threads_of_a_hookless_child_wait_for_the_reset(
     smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
 ) -> None:
     """While one thread of the child resets the pool, another that uses the pool
-    waits for it, instead of reaching the parent's idle sessions."""
-    pool = pool_factory()
-    pool.send_message(make_message())
-    before = smtp_server.sessions[0].bytes_received
+    waits for it, instead of reaching the parent's idle sessions.
 
-    def work() -> dict[str, Any]:
+    The hookless fork is made from a single-threaded child, so that no thread of
+    this process (the test server's) holds a lock of Python's own at the fork:
+    starting threads after a fork that skips Python's hooks needs that.
+    """
+    pool = pool_factory()
+
+    def in_the_grandchild() -> dict[str, Any]:
         resetting, go_on = threading.Event(), threading.Event()
         start_empty = pool._start_empty
 
@@ -316,9 +324,15 @@ def test_threads_of_a_hookless_child_wait_for_the_reset(
         second.join(timeout=10)
         return {"waited": waited, "fork_resets": pool.stats().fork_resets}
 
-    assert in_child(work, fork=libc_fork) == {"waited": True, "fork_resets": 1}
-    assert smtp_server.sessions[0].bytes_received == before
+    def in_the_child() -> Any:
+        pool.send_message(make_message())  # a session of the child's, then:
+        return in_child(in_the_grandchild, fork=libc_fork)
+
+    assert in_child(in_the_child) == {"waited": True, "fork_resets": 2}
     assert len(smtp_server.messages) == 3
+    # The child's session carried its one message and nothing from the grandchild.
+    child_session = smtp_server.sessions[smtp_server.messages[0].session_id - 1]
+    assert child_session.commands == ("EHLO", "MAIL", "RCPT", "DATA")
 
 
 def test_a_hookless_child_has_its_own_rate_limit(
