@@ -12,13 +12,15 @@ standard ``email.message.EmailMessage``. Flask-Mailman users can instead set
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import email.message
 import email.utils
+import re
 import smtplib
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -38,6 +40,7 @@ from . import _config
 from ._connection import Connection as PoolConnection
 from ._pool import SMTPPool
 from ._session import Refused
+from .exceptions import SMTPPoolError
 
 __all__ = ["Connection", "EmailBackend", "Mail", "MailSettings", "email_dispatched"]
 
@@ -69,13 +72,34 @@ _POOL_KEYS = (
     "name",
 )
 
+# Settings that take a number, which may arrive as text from the environment.
+_NUMBERS = frozenset(
+    {
+        "timeout",
+        "max_size",
+        "acquire_timeout",
+        "max_idle",
+        "max_lifetime",
+        "max_messages",
+        "validate_after",
+        "retries",
+        "rate_limit",
+        "rate_period",
+        "leak_threshold",
+    }
+)
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
 @attrs.frozen(kw_only=True)
 class MailSettings:
-    """The application's mail settings, read and checked once by ``init_app``."""
+    """The application's mail settings, read and checked once by ``init_app``.
+
+    A key that is missing, or set to None (an unset environment variable read
+    with ``os.environ.get``), takes its default.
+    """
 
     server: str
     port: int
@@ -86,6 +110,8 @@ class MailSettings:
     suppress: bool
     ascii_attachments: bool
     pool_options: Mapping[str, Any]
+    # The configuration key each pool option came from, for error messages.
+    pool_keys: Mapping[str, str]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, testing: bool) -> Self:
@@ -118,8 +144,9 @@ class MailSettings:
                 "MAIL_USERNAME and MAIL_PASSWORD, or neither"
             )
 
+        options, keys = _pool_options(config)
         settings = cls(
-            server=_text(config, "MAIL_SERVER", "127.0.0.1"),
+            server=_server(config),
             port=_port(config),
             security=security,
             username=username,
@@ -127,7 +154,8 @@ class MailSettings:
             default_sender=_sender(config),
             suppress=_flag(config, "MAIL_SUPPRESS_SEND", default=testing),
             ascii_attachments=_flag(config, "MAIL_ASCII_ATTACHMENTS"),
-            pool_options=_pool_options(config),
+            pool_options=options,
+            pool_keys=keys,
         )
         settings.pool_settings()  # every value checked now, not at the first send
         return settings
@@ -147,7 +175,15 @@ class MailSettings:
                 **options,
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid mail setting: {exc}") from None
+            # The pool's message starts with its own name for the setting.
+            field = str(exc).split(" ", 1)[0]
+            keys = {
+                "host": "MAIL_SERVER",
+                "username": "MAIL_USERNAME",
+                "password": "MAIL_PASSWORD",
+                **self.pool_keys,
+            }
+            raise ValueError(f"{keys.get(field, 'mail setting')}: {exc}") from None
 
     def new_pool(self) -> SMTPPool:
         settings = self.pool_settings()
@@ -160,7 +196,9 @@ class MailSettings:
 
 
 def _flag(config: Mapping[str, Any], key: str, *, default: bool = False) -> bool:
-    value = config.get(key, default)
+    value = config.get(key)
+    if value is None:
+        return default
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -171,20 +209,33 @@ def _flag(config: Mapping[str, Any], key: str, *, default: bool = False) -> bool
     raise ValueError(f"{key} must be true or false, got {value!r}")
 
 
-def _text(config: Mapping[str, Any], key: str, default: str) -> str:
-    value = config.get(key) or default
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {value!r}")
+def _server(config: Mapping[str, Any]) -> str:
+    value = config.get("MAIL_SERVER")
+    if value is None:
+        return "127.0.0.1"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"MAIL_SERVER must be a host name or address, got {value!r}")
     return value
 
 
 def _port(config: Mapping[str, Any]) -> int:
-    value = config.get("MAIL_PORT", 25)
-    # Ports often arrive as text from the environment, which Flask-Mail accepts.
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    value = _number(config.get("MAIL_PORT"))
+    if value is None:
+        return 25
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ValueError(f"MAIL_PORT must be a port number, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> Any:
+    """A number written as text (from the environment) as a number; else as is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[0-9]*\.[0-9]+|[0-9]+\.[0-9]*", text):
+        return float(text)
     return value
 
 
@@ -200,10 +251,15 @@ def _sender(config: Mapping[str, Any]) -> str | None:
     )
 
 
-def _pool_options(config: Mapping[str, Any]) -> dict[str, Any]:
+def _pool_options(
+    config: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The pool's options from SMTPPOOL_*, MAIL_MAX_EMAILS and MAIL_TIMEOUT, and
+    the key each came from."""
     options: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, value in config.items():
-        if not key.startswith("SMTPPOOL_"):
+        if not key.startswith("SMTPPOOL_") or value is None:
             continue
         name = key.removeprefix("SMTPPOOL_").lower()
         if name not in _POOL_KEYS:
@@ -211,33 +267,53 @@ def _pool_options(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{key} is not a setting smtppool knows; use one of {known}"
             )
-        options[name] = value
+        options[name], keys[name] = value, key
 
-    if config.get("MAIL_MAX_EMAILS") is not None:
-        if "max_messages" in options:
-            raise ValueError(
-                "MAIL_MAX_EMAILS and SMTPPOOL_MAX_MESSAGES are both set; keep one"
-            )
-        options["max_messages"] = config["MAIL_MAX_EMAILS"]
-    if config.get("MAIL_TIMEOUT") is not None:
-        options["timeout"] = config["MAIL_TIMEOUT"]
-    return options
+    for key, name in (("MAIL_MAX_EMAILS", "max_messages"), ("MAIL_TIMEOUT", "timeout")):
+        if config.get(key) is None:
+            continue
+        if name in options:
+            raise ValueError(f"{key} and {keys[name]} are both set; keep one")
+        options[name], keys[name] = config[key], key
+
+    for name in options.keys() & _NUMBERS:
+        options[name] = _number(options[name])
+    return options, keys
 
 
 class _State:
     """What the extension keeps for one application, in ``app.extensions``.
 
-    ``default_sender`` and ``ascii_attachments`` are read by Flask-Mail's
-    ``Message``, which finds this object under ``app.extensions["mail"]``.
+    It also stands in ``app.extensions["mail"]`` for code written for Flask-Mail:
+    it has Flask-Mail's attributes (``server``, ``default_sender``, ``suppress``,
+    ...) and its ``send``, ``send_message`` and ``connect``.
     """
 
     def __init__(self, app: flask.Flask, settings: MailSettings) -> None:
-        self.app = app
+        self._app = weakref.ref(app)
         self.settings = settings
+        self.server, self.port = settings.server, settings.port
+        self.username = settings.username
+        self.use_tls = settings.security == "starttls"
+        self.use_ssl = settings.security == "ssl"
         self.default_sender = settings.default_sender
+        self.max_emails = settings.pool_options.get("max_messages")
+        self.suppress = settings.suppress
         self.ascii_attachments = settings.ascii_attachments
+        self.debug = 0
         self._pool: SMTPPool | None = None
         self._lock = threading.Lock()
+
+    @property
+    def password(self) -> str | None:
+        return self.settings.password
+
+    @property
+    def app(self) -> flask.Flask:
+        app = self._app()
+        if app is None:
+            raise RuntimeError("the application this mail setup belongs to is gone")
+        return app
 
     @property
     def pool(self) -> SMTPPool:
@@ -249,7 +325,8 @@ class _State:
         with self._lock:
             if self._pool is None:
                 self._pool = self.settings.new_pool()
-                atexit.register(self._pool.close)
+                # Closed when the application's state goes, or at interpreter exit.
+                weakref.finalize(self, self._pool.close)
             return self._pool
 
     @contextlib.contextmanager
@@ -262,6 +339,17 @@ class _State:
             with self.app.app_context():
                 yield
 
+    def connect(self) -> Connection:
+        return Connection(self)
+
+    def send(self, message: Any) -> Refused:
+        with self.connect() as connection:
+            return connection.send(message)
+
+    def send_message(self, *args: Any, **kwargs: Any) -> Refused:
+        with self.connect() as connection:
+            return connection.send_message(*args, **kwargs)
+
 
 class Connection:
     """A pooled session for a ``with`` block, as Flask-Mail's ``mail.connect()``.
@@ -273,10 +361,12 @@ class Connection:
     def __init__(self, state: _State) -> None:
         self._state = state
         self._lease: PoolConnection | None = None
+        self._open = False
 
     def __enter__(self) -> Self:
         if not self._state.settings.suppress:
             self._lease = self._state.pool.connection().__enter__()
+        self._open = True
         return self
 
     def __exit__(
@@ -285,6 +375,7 @@ class Connection:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._open = False
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(exc_type, exc, traceback)
@@ -295,10 +386,15 @@ class Connection:
         Returns:
             The recipients the server refused while it accepted others.
         """
+        if not self._open:
+            raise SMTPPoolError(
+                "use the connection inside its block: 'with mail.connect() as conn:'"
+            )
+
         state = self._state
         with state.context():
             refused = self._send(message, envelope_from)
-            email_dispatched.send(state.app, message=message)
+            _dispatched(state.app, message)
         return refused
 
     def send_message(self, *args: Any, **kwargs: Any) -> Refused:
@@ -310,19 +406,19 @@ class Connection:
         return self.send(message)
 
     def _send(self, message: Any, envelope_from: str | None) -> Refused:
-        default = self._state.default_sender
         if isinstance(message, email.message.Message):
-            if message["From"] is None:
-                if default is None:
-                    raise ValueError(_NO_SENDER)
-                message["From"] = default
             return self._deliver_standard(message, envelope_from)
 
-        kind = type(message).__module__.split(".")[0]
-        if kind == "flask_mail":
+        # A message of either library means that library is imported already.
+        flask_mail = sys.modules.get("flask_mail")
+        if flask_mail is not None and isinstance(message, flask_mail.Message):
             return self._deliver_flask_mail(message, envelope_from)
-        if kind == "flask_mailman":
+        flask_mailman = sys.modules.get("flask_mailman")
+        if flask_mailman is not None and isinstance(
+            message, flask_mailman.EmailMessage
+        ):
             return self._deliver_flask_mailman(message, envelope_from)
+
         raise TypeError(
             "send() takes a flask_mail.Message, a flask_mailman.EmailMessage or an "
             f"email.message.EmailMessage, not {type(message).__name__}"
@@ -331,6 +427,9 @@ class Connection:
     def _deliver_standard(
         self, message: email.message.Message, envelope_from: str | None
     ) -> Refused:
+        if message["From"] is None:
+            message["From"] = self._default_sender()
+
         if self._lease is None:
             return {}
         return self._lease.send_message(message, from_addr=envelope_from)
@@ -342,9 +441,8 @@ class Connection:
             sanitize_addresses,
         )
 
-        sender = envelope_from or message.sender or self._state.default_sender
-        if not sender:
-            raise ValueError(_NO_SENDER)
+        if not message.sender:
+            message.sender = self._default_sender()
         if not message.send_to:
             raise ValueError("the message has no recipients")
         if message.has_bad_headers():
@@ -355,7 +453,7 @@ class Connection:
         if self._lease is None:
             return {}
         return self._lease.sendmail(
-            sanitize_address(sender),
+            sanitize_address(envelope_from or message.sender),
             list(sanitize_addresses(message.send_to)),
             message.as_bytes(),
             message.mail_options,
@@ -367,37 +465,61 @@ class Connection:
     ) -> Refused:
         from flask_mailman.message import sanitize_address  # noqa: PLC0415
 
+        mailman = flask.current_app.extensions.get("mailman")
+        if mailman is None:
+            raise RuntimeError(
+                "a flask_mailman message reads its settings from Flask-Mailman: "
+                "set it up too, with flask_mailman.Mail(app)"
+            )
         recipients = message.recipients()
         if not recipients:
             raise ValueError("the message has no recipients")
-        sender = envelope_from or message.from_email or self._state.default_sender
-        if not sender:
-            raise ValueError(_NO_SENDER)
-        encoding = message.encoding or "utf-8"
+        if not message.from_email:
+            message.from_email = self._default_sender()
+        encoding = message.encoding or mailman.default_charset
 
         if self._lease is None:
             return {}
         return self._lease.sendmail(
-            sanitize_address(sender, encoding),
+            sanitize_address(envelope_from or message.from_email, encoding),
             [sanitize_address(address, encoding) for address in recipients],
             message.message().as_bytes(linesep="\r\n"),
+            mailman.mail_options or (),
         )
 
+    def _default_sender(self) -> str:
+        sender = self._state.default_sender
+        if sender is None:
+            raise ValueError(
+                "the message has no sender and MAIL_DEFAULT_SENDER is not set; "
+                "give it one"
+            )
+        return sender
 
-_NO_SENDER = "the message has no sender and MAIL_DEFAULT_SENDER is not set; give it one"
+
+def _dispatched(app: flask.Flask, message: Any) -> None:
+    """Tell the signal's subscribers, and Flask-Mail's if it is in use."""
+    email_dispatched.send(app, message=message)
+    flask_mail = sys.modules.get("flask_mail")
+    if flask_mail is not None:
+        flask_mail.email_dispatched.send(app, message=message)
 
 
 class Mail:
     """The Flask extension: ``Mail(app)``, or ``Mail()`` and ``init_app(app)``.
 
-    Each application gets one pool per process, built on first use and closed at
-    interpreter exit. Sending works from any thread; outside an application
-    context the application given to ``Mail(app)`` or ``init_app`` is used.
+    Each application gets one pool per process, built on first use and closed when
+    the application goes or the interpreter exits. Sending works from any thread;
+    outside an application context the application given to ``Mail(app)``, or the
+    only one given to ``init_app``, is used. Flask-Mail's setting attributes
+    (``mail.default_sender``, ``mail.suppress``, ...) read that application's.
     """
 
     def __init__(self, app: flask.Flask | None = None) -> None:
         self.app = app
-        self._states: list[_State] = []
+        self._states: weakref.WeakKeyDictionary[flask.Flask, _State] = (
+            weakref.WeakKeyDictionary()
+        )
         if app is not None:
             self.init_app(app)
 
@@ -410,13 +532,18 @@ class Mail:
         settings = MailSettings.from_config(app.config, testing=app.testing)
         state = _State(app, settings)
         app.extensions[EXTENSION] = state
-        # Flask-Mail's Message looks up the default sender here.
-        app.extensions.setdefault("mail", state)
-        self._states.append(state)
+        # Flask-Mail's Message, and code written for Flask-Mail, look here.
+        app.extensions["mail"] = state
+        self._states[app] = state
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._state(), name)
 
     @property
     def pool(self) -> SMTPPool:
-        """The underlying pool of the current (or only) application."""
+        """The underlying pool of the application in use."""
         return self._state().pool
 
     def connect(self) -> Connection:
@@ -445,22 +572,29 @@ class Mail:
             yield outbox
 
     def _state(self) -> _State:
+        if self.app is not None:
+            return self._state_of(self.app)
         if flask.has_app_context():
-            state = flask.current_app.extensions.get(EXTENSION)
-            if isinstance(state, _State):
-                return state
+            return self._state_of(flask.current_app)
+
+        states = list(self._states.values())
+        if len(states) == 1:
+            return states[0]
+        if not states:
+            raise RuntimeError("call mail.init_app(app) before sending")
+        raise RuntimeError(
+            f"this Mail serves {len(states)} applications and no application "
+            "context is active; send inside 'with app.app_context():'"
+        )
+
+    def _state_of(self, app: flask.Flask) -> _State:
+        state = app.extensions.get(EXTENSION)
+        if not isinstance(state, _State):
             raise RuntimeError(
                 "this application was not set up with smtppool's Mail; call "
                 "mail.init_app(app) first"
             )
-        if len(self._states) == 1:
-            return self._states[0]
-        if not self._states:
-            raise RuntimeError("call mail.init_app(app) before sending")
-        raise RuntimeError(
-            f"this Mail serves {len(self._states)} applications and no application "
-            "context is active; send inside 'with app.app_context():'"
-        )
+        return state
 
 
 def _state_for(app: flask.Flask) -> _State:
@@ -484,43 +618,59 @@ else:
         ``MAIL_BACKEND = "smtppool.flask.EmailBackend"``.
 
         ``open()`` borrows one pooled session until ``close()``; without it each
-        ``send_messages()`` call borrows one for its messages.
+        ``send_messages()`` call borrows one for its messages. It sends with the
+        application's settings, so it takes no per-call host or credentials.
         """
 
         def __init__(
             self, mailman: Any = None, fail_silently: bool = False, **kwargs: Any
         ) -> None:
             super().__init__(mailman=mailman, fail_silently=fail_silently)
+            given = sorted(name for name, value in kwargs.items() if value is not None)
+            if given:
+                raise TypeError(
+                    "smtppool.flask.EmailBackend sends with the application's "
+                    f"settings and takes no {', '.join(given)}"
+                )
             self._state = _state_for(flask.current_app)
             self._connection: Connection | None = None
+            # Flask-Mailman lets threads share one backend object.
+            self._lock = threading.RLock()
 
         def open(self) -> bool:
-            if self._connection is not None:
-                return False
-            self._connection = Connection(self._state).__enter__()
-            return True
+            with self._lock:
+                if self._connection is not None:
+                    return False
+                self._connection = Connection(self._state).__enter__()
+                return True
 
         def close(self) -> None:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                connection.__exit__(None, None, None)
+            with self._lock:
+                connection, self._connection = self._connection, None
+                if connection is not None:
+                    connection.__exit__(None, None, None)
 
         def send_messages(self, email_messages: list[Any]) -> int:
             if not email_messages:
                 return 0
-            opened = self.open()
-            connection = self._connection
-            try:
-                return sum(self._send_one(connection, m) for m in email_messages)
-            finally:
-                if opened:
-                    self.close()
+            with self._lock:
+                try:
+                    opened = self.open()
+                except (smtplib.SMTPException, OSError):
+                    if self.fail_silently:
+                        return 0
+                    raise
+                try:
+                    return sum(self._send_one(m) for m in email_messages)
+                finally:
+                    if opened:
+                        self.close()
 
-        def _send_one(self, connection: Any, message: Any) -> int:
-            if not message.recipients():
+        def _send_one(self, message: Any) -> int:
+            if not message.recipients() or self._connection is None:
                 return 0
             try:
-                connection.send(message)
+                self._connection.send(message)
             except (smtplib.SMTPException, OSError):
                 if not self.fail_silently:
                     raise

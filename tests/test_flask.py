@@ -5,10 +5,13 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import gc
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import flask
@@ -16,6 +19,7 @@ import flask_mail
 import flask_mailman
 import pytest
 
+from smtppool import SMTPPoolError
 from smtppool.flask import Mail
 from smtppool.testing import ReceivedMessage, SMTPTestServer
 
@@ -382,3 +386,201 @@ def test_the_pool_is_closed_at_interpreter_exit(smtp_server: SMTPTestServer) -> 
     smtp_server.wait_for_sessions_closed()
     assert smtp_server.sessions[0].commands[-1] == "QUIT"
     assert len(smtp_server.messages) == 1
+
+
+def test_subclassed_messages_are_sent(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Apps subclass both libraries' message classes."""
+
+    class Receipt(flask_mail.Message):
+        pass
+
+    class Notice(flask_mailman.EmailMessage):
+        pass
+
+    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
+    mail = Mail(app)
+    flask_mailman.Mail(app)
+    with app.app_context():
+        mail.send(Receipt("receipt", recipients=["a@example.test"]))
+        Notice("notice", "body", to=["b@example.test"]).send()
+
+    assert [parsed(m)["Subject"] for m in smtp_server.messages] == ["receipt", "notice"]
+
+
+def test_a_connection_sends_only_inside_its_block(app_factory: AppFactory) -> None:
+    """Outside the block nothing could be sent, so it says so instead."""
+    mail = Mail(app_factory())
+    conn = mail.connect()
+    with pytest.raises(SMTPPoolError, match="inside its block"):
+        conn.send(make_message())
+    with conn:
+        pass
+    with pytest.raises(SMTPPoolError, match="inside its block"):
+        conn.send(make_message())
+
+
+def test_code_written_for_flask_mail_keeps_working(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """extensions["mail"].send, the settings attributes, the app given to Mail
+    over the current one, and subscribers of Flask-Mail's signal."""
+    app, other = app_factory(), app_factory()
+    mail = Mail(app)
+    seen: list[Any] = []
+
+    def subscriber(sender: flask.Flask, message: Any) -> None:
+        seen.append(message)
+
+    with flask_mail.email_dispatched.connected_to(subscriber), app.app_context():
+        flask.current_app.extensions["mail"].send(
+            flask_mail.Message("via extensions", recipients=["a@example.test"])
+        )
+        with other.app_context():
+            mail.send(make_message("from inside another app's context"))
+
+    assert (mail.default_sender, mail.suppress, mail.port) == (
+        "app@example.test",
+        False,
+        smtp_server.port,
+    )
+    assert len(seen) == len(smtp_server.messages) == 2
+
+
+def test_unset_environment_variables_take_the_defaults(
+    app_factory: AppFactory,
+) -> None:
+    """os.environ.get() gives None for what is not set."""
+    app = app_factory(
+        MAIL_SERVER=None, MAIL_PORT=None, MAIL_USE_TLS=None, MAIL_SUPPRESS_SEND=None
+    )
+    config = Mail(app).pool.config
+
+    assert (config.host, config.port, config.security) == ("127.0.0.1", 25, "none")
+
+
+@pytest.mark.parametrize(
+    ("config", "sentence"),
+    [
+        ({"MAIL_MAX_EMAILS": 0}, "MAIL_MAX_EMAILS: max_messages must be at least 1"),
+        ({"MAIL_TIMEOUT": "soon"}, "MAIL_TIMEOUT: timeout must be a number"),
+        ({"SMTPPOOL_SOURCE_ADDRESS": ["127.0.0.1", 0]}, "SMTPPOOL_SOURCE_ADDRESS: "),
+        ({"MAIL_SERVER": "  "}, "MAIL_SERVER must be a host name or address"),
+        ({"MAIL_PORT": "²"}, "MAIL_PORT must be a port number"),
+        ({"MAIL_USERNAME": "ü", "MAIL_PASSWORD": "pw"}, "MAIL_USERNAME: username"),
+    ],
+)
+def test_pool_setting_errors_name_the_key(
+    app_factory: AppFactory, config: dict[str, Any], sentence: str
+) -> None:
+    """The pool's own checks, reported under the key that was set."""
+    with pytest.raises(ValueError, match=re.escape(sentence)):
+        Mail(app_factory(**config))
+
+
+def test_numbers_may_be_text(app_factory: AppFactory) -> None:
+    """Numbers from the environment arrive as text."""
+    app = app_factory(MAIL_TIMEOUT="2.5", MAIL_MAX_EMAILS="50", SMTPPOOL_MAX_SIZE="3")
+    config = Mail(app).pool.config
+
+    assert (config.timeout, config.max_messages, config.max_size) == (2.5, 50, 3)
+
+
+def test_a_discarded_app_closes_its_pool(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Apps built and dropped (one per test, say) do not keep sessions open."""
+    mail = Mail()
+    app = flask.Flask("short-lived")
+    app.config.update(MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port)
+    mail.init_app(app)
+    mail.init_app(app)  # a second time replaces the first
+    with app.app_context():
+        mail.send(make_message())
+    del app
+    gc.collect()
+
+    smtp_server.wait_for_sessions_closed()
+    assert smtp_server.sessions[0].commands[-1] == "QUIT"
+    with pytest.raises(RuntimeError, match="init_app"):
+        mail.send(make_message())
+
+
+def test_the_default_sender_reaches_the_from_header(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """For messages of both libraries built without a sender."""
+    app = app_factory()
+    mail = Mail(app)
+    flask_mailman.Mail(app)
+    with app.app_context():
+        flask_mail_message = flask_mail.Message("a", recipients=["a@example.test"])
+        flask_mail_message.sender = None
+        mailman_message = flask_mailman.EmailMessage("b", "b", to=["b@example.test"])
+        mailman_message.from_email = None
+        mail.send(flask_mail_message)
+        mail.send(mailman_message)
+
+    assert [parsed(m)["From"] for m in smtp_server.messages] == [
+        "app@example.test",
+        "app@example.test",
+    ]
+
+
+def test_a_flask_mailman_message_without_flask_mailman_set_up(
+    app_factory: AppFactory,
+) -> None:
+    """One sentence saying what to set up."""
+    app = app_factory()
+    mail = Mail(app)
+    with app.app_context():
+        message = flask_mailman.EmailMessage(
+            "x", "x", "app@example.test", ["x@example.test"]
+        )
+    with pytest.raises(RuntimeError, match=re.escape("flask_mailman.Mail(app)")):
+        mail.send(message)
+
+
+def test_the_backend_fails_silently_when_asked_and_takes_no_credentials(
+    smtp_server_factory: Callable[..., SMTPTestServer], app_factory: AppFactory
+) -> None:
+    """A server that is down: 0 with fail_silently; per-call login refused."""
+    server = smtp_server_factory()
+    app = app_factory(server, MAIL_BACKEND="smtppool.flask.EmailBackend")
+    Mail(app)
+    mailman = flask_mailman.Mail(app)
+    server.stop()
+
+    with app.app_context():
+        quiet = mailman.send_mail(
+            "s", "b", None, ["to@example.test"], fail_silently=True
+        )
+        with pytest.raises(TypeError, match="takes no password, username"):
+            mailman.get_connection(username="other", password="secret")
+
+    assert quiet == 0
+
+
+def test_one_backend_shared_by_threads(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Flask-Mailman lets threads share a connection object."""
+    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
+    Mail(app)
+    mailman = flask_mailman.Mail(app)
+    with app.app_context():
+        backend = mailman.get_connection()
+        messages = [
+            flask_mailman.EmailMessage(f"m{i}", "b", to=["to@example.test"])
+            for i in range(16)
+        ]
+
+    def send(message: Any) -> int:
+        with app.app_context():
+            return int(backend.send_messages([message]))
+
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        counts = list(executor.map(send, messages))
+
+    assert sum(counts) == len(smtp_server.messages) == 16
