@@ -7,6 +7,7 @@ import email.message
 import email.parser
 import re
 import smtplib
+import socket
 
 from ._stage import Stage
 from .exceptions import (
@@ -65,6 +66,34 @@ def is_unknown(exc: BaseException, stage: Stage) -> bool:
         return True
     reply = reply_of(exc)
     return stage is Stage.REPLIED and (reply is None or not 400 <= reply[0] < 600)
+
+
+def naming_the_address(exc: BaseException, address: str) -> BaseException:
+    """The same socket error, saying which server it was about.
+
+    smtplib's own errors already say what the server replied, and TLS errors keep
+    their details in attributes, so only plain ``OSError``s are rewritten; any
+    other error comes back unchanged.
+    """
+    if not isinstance(exc, OSError) or type(exc) not in _PLAIN_OS_ERRORS:
+        return exc
+
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None:
+        return type(exc)(f"{detail} (connecting to {address})")
+    return type(exc)(exc.errno, f"{detail} (connecting to {address})")
+
+
+# Errors from connecting a socket, which say nothing of where they connected.
+_PLAIN_OS_ERRORS = (
+    OSError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    TimeoutError,
+    socket.gaierror,
+    socket.herror,
+)
 
 
 def reply_of(exc: BaseException) -> tuple[int, bytes] | None:

@@ -587,7 +587,11 @@ class SMTPPool:
                     continue
                 self._release_slot()
                 if not _outcome.is_lost(exc):
-                    raise
+                    named = _outcome.naming_the_address(exc, self._config.address)
+                    if named is exc:
+                        raise
+                    # The same error, with the address: nothing else to chain.
+                    raise named.with_traceback(exc.__traceback__) from None
                 error = _outcome.connection_failed(
                     exc, attempts=attempts, pool=self.name, address=self._config.address
                 )

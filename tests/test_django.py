@@ -1,0 +1,235 @@
+"""smtppool.django with Django's mail API, sending to the test server."""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+# A real settings module, named before Django is imported and set up.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.deploy.django_settings")
+
+import django
+from django.core import mail
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
+from django.test.utils import override_settings
+
+import smtppool.django
+from smtppool.testing import ReceivedMessage, SMTPTestServer
+
+django.setup()
+
+
+@pytest.fixture
+def server(smtp_server: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    """The test server, as Django's EMAIL_HOST and EMAIL_PORT."""
+    with override_settings(EMAIL_HOST=smtp_server.host, EMAIL_PORT=smtp_server.port):
+        yield smtp_server
+    smtppool.django.close_pools()
+
+
+def parsed(received: ReceivedMessage) -> email.message.EmailMessage:
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        received.data
+    )
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def shape(received: ReceivedMessage) -> list[tuple[str, str | None, str]]:
+    """A message's parts, without what differs between two renderings (the
+    MIME boundary)."""
+    return [
+        (part.get_content_type(), part.get_filename(), part.get_payload())
+        for part in parsed(received).walk()
+        if not part.is_multipart()
+    ]
+
+
+def test_each_api_delivers(server: SMTPTestServer) -> None:
+    """send_mail, send_mass_mail, mail_admins, EmailMessage.send and
+    get_connection all go through the pool."""
+    assert mail.send_mail("one", "body", None, ["a@example.test"]) == 1
+    assert (
+        mail.send_mass_mail(
+            [
+                ("two", "b", None, ["b@example.test"]),
+                ("three", "c", None, ["c@example.test"]),
+            ]
+        )
+        == 2
+    )
+    mail.mail_admins("four", "for the admins")
+    assert mail.EmailMessage("five", "e", to=["e@example.test"]).send() == 1
+    with mail.get_connection() as connection:
+        assert (
+            connection.send_messages(
+                [mail.EmailMessage("six", "f", to=["f@example.test"])]
+            )
+            == 1
+        )
+
+    subjects = [parsed(m)["Subject"] for m in server.messages]
+    assert subjects == ["one", "two", "three", "[Django] four", "five", "six"]
+    assert server.messages[3].rcpt_tos == ("admin@example.test",)
+    assert len(server.sessions) == 1
+
+
+def test_same_message_as_djangos_own_backend(server: SMTPTestServer) -> None:
+    """Alternatives, attachments, headers and envelope as Django's SMTP backend
+    delivers them."""
+
+    def build() -> mail.EmailMultiAlternatives:
+        message = mail.EmailMultiAlternatives(
+            "Ünïcode subject",
+            "plain text",
+            "Shop <shop@example.test>",
+            ["Buyer <buyer@example.test>"],
+            bcc=["audit@example.test"],
+            cc=["copy@example.test"],
+            reply_to=["help@example.test"],
+            headers={"Message-ID": "<same@example.test>", "Date": "Fri, 4 Dec 2026"},
+        )
+        message.attach_alternative("<p>html</p>", "text/html")
+        message.attach("data.bin", bytes(range(256)), "application/octet-stream")
+        message.attach("notes.txt", "some notes\n", "text/plain")
+        return message
+
+    build().send()
+    DjangoSMTPBackend(host=server.host, port=server.port).send_messages([build()])
+
+    ours, djangos = server.messages
+    assert (ours.mail_from, ours.rcpt_tos) == (djangos.mail_from, djangos.rcpt_tos)
+    headers = ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "Date")
+    assert [parsed(ours)[h] for h in headers] == [parsed(djangos)[h] for h in headers]
+    assert parsed(ours)["Bcc"] is None
+    assert shape(ours) == shape(djangos)
+
+
+def test_one_session_inside_a_connection_block(server: SMTPTestServer) -> None:
+    """F15: twenty messages inside one get_connection() block, one session."""
+    with mail.get_connection() as connection:
+        for i in range(20):
+            mail.EmailMessage(
+                f"m{i}", "b", to=["to@example.test"], connection=connection
+            ).send()
+
+    assert len(server.messages) == 20
+    assert len(server.sessions) == 1
+
+
+def test_threads_share_at_most_max_size_sessions(server: SMTPTestServer) -> None:
+    """Outside a block each call borrows from the process-wide pool."""
+    with override_settings(
+        SMTPPOOL={"local_hostname": "c.example.test", "max_size": 2}
+    ):
+        threads = [
+            threading.Thread(
+                target=lambda i=i: [
+                    mail.send_mail(f"t{i}-{n}", "b", None, ["to@example.test"])
+                    for n in range(10)
+                ]
+            )
+            for i in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert len(server.messages) == 60
+    assert server.peak_sessions <= 2
+
+
+def test_a_send_after_the_server_dropped_the_session(server: SMTPTestServer) -> None:
+    """The warm session is gone; the next send opens another."""
+    mail.send_mail("before", "b", None, ["to@example.test"])
+    server.drop_sessions()
+    server.wait_for_sessions_closed()
+
+    assert mail.send_mail("after", "b", None, ["to@example.test"]) == 1
+    assert [parsed(m)["Subject"] for m in server.messages] == ["before", "after"]
+
+
+def test_nothing_listening(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """F13: fail_silently returns 0 and logs; otherwise the connect error names
+    the host and port, with nothing chained to it."""
+    stopped = smtp_server_factory()
+    stopped.stop()
+    address = f"{stopped.host}:{stopped.port}"
+
+    with override_settings(EMAIL_HOST=stopped.host, EMAIL_PORT=stopped.port):
+        sent = mail.send_mail("x", "b", None, ["to@example.test"], fail_silently=True)
+        with pytest.raises(ConnectionRefusedError) as failure:
+            mail.send_mail("x", "b", None, ["to@example.test"])
+    smtppool.django.close_pools()
+
+    assert sent == 0
+    assert f"send.silenced address={address}" in caplog.text
+    assert address in str(failure.value)
+    assert failure.value.__cause__ is None
+    assert failure.value.__suppress_context__
+
+
+def test_fail_silently_swallows_refusals_and_counts(
+    server: SMTPTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused message is not counted; the others still go."""
+    caplog.set_level(logging.WARNING, logger="smtppool")
+    server.on("MAIL", "550 5.7.1 not you", times=1)
+    messages = [
+        mail.EmailMessage(f"m{i}", "b", to=["to@example.test"]) for i in range(3)
+    ]
+    messages.append(mail.EmailMessage("nobody", "b"))  # skipped, as Django does
+
+    sent = mail.get_connection(fail_silently=True).send_messages(messages)
+
+    assert sent == 2
+    assert len(server.messages) == 2
+    assert "send.silenced" in caplog.text
+
+
+def test_tls_and_ssl_together_is_djangos_error() -> None:
+    """The same ValueError Django raises."""
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        mail.get_connection(use_tls=True, use_ssl=True)
+
+
+def test_the_locmem_backend_is_untouched(server: SMTPTestServer) -> None:
+    """Django's test runner switches to locmem; nothing reaches the server."""
+    with override_settings(
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"
+    ):
+        mail.outbox = []
+        mail.send_mail("kept", "b", None, ["to@example.test"])
+        outbox: list[Any] = mail.outbox
+
+    assert [m.subject for m in outbox] == ["kept"]
+    assert server.messages == []
+
+
+def test_without_django_the_import_names_the_extra() -> None:
+    """Importing smtppool.django where Django is missing says what to install."""
+    code = (
+        "import sys; sys.modules['django'] = None\n"
+        "try:\n"
+        "    import smtppool.django\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'smtppool[django]'" in result.stdout
