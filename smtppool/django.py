@@ -16,13 +16,11 @@ import atexit
 import smtplib
 import ssl
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 try:
     from django.conf import settings
-    from django.core.mail.backends.base import BaseEmailBackend
-    from django.core.mail.message import EmailMessage, sanitize_address
+    from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "smtppool.django needs Django: pip install 'smtppool[django]'"
@@ -53,51 +51,20 @@ def close_pools() -> None:
 atexit.register(close_pools)
 
 
-class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
+class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
     """Django's SMTP backend, on pooled sessions.
 
-    Outside ``open()``/``close()`` each ``send_messages()`` call borrows a session
-    from the pool; ``with get_connection() as connection:`` keeps one session for
-    the block. ``close()`` gives the session back; the pool stays open.
+    Django's own class reads the settings and prepares each message, the way the
+    installed Django version does; this one only replaces its connection with a
+    session borrowed from the pool. Outside ``open()``/``close()`` each
+    ``send_messages()`` call borrows a session; ``with get_connection() as c:``
+    keeps one for the block. ``close()`` gives the session back and the pool stays
+    open.
     """
 
-    def __init__(  # noqa: PLR0917 - Django's own signature, positions included
-        self,
-        host: str | None = None,
-        port: int | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        use_tls: bool | None = None,
-        fail_silently: bool = False,
-        use_ssl: bool | None = None,
-        timeout: float | None = None,
-        ssl_keyfile: str | None = None,
-        ssl_certfile: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(fail_silently=fail_silently)
-        self.host = host or settings.EMAIL_HOST
-        self.port = port or settings.EMAIL_PORT
-        self.username = settings.EMAIL_HOST_USER if username is None else username
-        self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
-        self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
-        self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
-        self.timeout = settings.EMAIL_TIMEOUT if timeout is None else timeout
-        self.ssl_keyfile = (
-            settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
-        )
-        self.ssl_certfile = (
-            settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
-        )
-        if self.use_ssl and self.use_tls:
-            # Django's own words for the same mistake.
-            raise ValueError(
-                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
-                "one of those settings to True."
-            )
-        self._connection: Connection | None = None
-        # Django lets threads share one backend object.
-        self._lock = threading.RLock()
+    # Set by Django's constructor; the connection is a pooled session here.
+    connection: Connection | None
+    fail_silently: bool
 
     def __repr__(self) -> str:
         return f"<smtppool.django.EmailBackend {self.host}:{self.port}>"
@@ -124,62 +91,39 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             return pool
 
     def open(self) -> bool | None:
-        """Borrow a session until ``close()``; True if this call borrowed it, None
-        if it failed silently."""
-        with self._lock:
-            if self._connection is not None:
-                return False
-            try:
-                self._connection = self.pool.connection().__enter__()
-            except (smtplib.SMTPException, OSError) as exc:
-                if not self.fail_silently:
-                    raise
-                self._log_silenced(exc)
-                return None
-            return True
-
-    def close(self) -> None:
-        """Give the borrowed session back to the pool."""
-        with self._lock:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                connection.__exit__(None, None, None)
-
-    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        """Send the messages and return how many were sent; messages without
-        recipients are skipped, as Django's SMTP backend skips them."""
-        if not email_messages:
-            return 0
-        with self._lock:
-            opened = self.open()
-            if self._connection is None or opened is None:
-                return 0
-            try:
-                return sum(self._send(message) for message in email_messages)
-            finally:
-                if opened:
-                    self.close()
-
-    def _send(self, message: EmailMessage) -> bool:
-        if not message.recipients():
+        """Borrow a session until ``close()``: True if this call borrowed it,
+        False if one was borrowed already, None if borrowing failed silently."""
+        if self.connection is not None:
             return False
-        assert self._connection is not None  # noqa: S101 - send_messages opened it
-
-        encoding = message.encoding or settings.DEFAULT_CHARSET
-        from_email = sanitize_address(message.from_email, encoding)
-        recipients = [sanitize_address(a, encoding) for a in message.recipients()]
         try:
-            self._connection.sendmail(
-                from_email,
-                recipients,
-                message.message().as_bytes(linesep="\r\n"),
-            )
+            self.connection = self.pool.connection().__enter__()
         except (smtplib.SMTPException, OSError) as exc:
             if not self.fail_silently:
                 raise
             self._log_silenced(exc)
-            return False
+            return None
         return True
+
+    def close(self) -> None:
+        """Give the borrowed session back to the pool."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.__exit__(None, None, None)
+
+    def _send(self, email_message: Any) -> bool:
+        # Django's _send swallows only smtplib's errors when failing silently, and
+        # says nothing. Run it strictly, then decide here, under send_messages'
+        # lock, so that every error is swallowed and logged.
+        silently, self.fail_silently = self.fail_silently, False
+        try:
+            return bool(super()._send(email_message))
+        except (smtplib.SMTPException, OSError) as exc:
+            if not silently:
+                raise
+            self._log_silenced(exc)
+            return False
+        finally:
+            self.fail_silently = silently
 
     def _new_pool(self) -> SMTPPool:
         security: Security = "none"

@@ -56,8 +56,8 @@ def shape(received: ReceivedMessage) -> list[tuple[str, str | None, str]]:
 
 
 def test_each_api_delivers(server: SMTPTestServer) -> None:
-    """send_mail, send_mass_mail, mail_admins, EmailMessage.send and
-    get_connection all go through the pool."""
+    """send_mail, send_mass_mail, mail_admins, mail_managers, EmailMessage.send
+    and get_connection all go through the pool."""
     assert mail.send_mail("one", "body", None, ["a@example.test"]) == 1
     assert (
         mail.send_mass_mail(
@@ -69,6 +69,7 @@ def test_each_api_delivers(server: SMTPTestServer) -> None:
         == 2
     )
     mail.mail_admins("four", "for the admins")
+    mail.mail_managers("four and a half", "for the managers")
     assert mail.EmailMessage("five", "e", to=["e@example.test"]).send() == 1
     with mail.get_connection() as connection:
         assert (
@@ -79,8 +80,17 @@ def test_each_api_delivers(server: SMTPTestServer) -> None:
         )
 
     subjects = [parsed(m)["Subject"] for m in server.messages]
-    assert subjects == ["one", "two", "three", "[Django] four", "five", "six"]
+    assert subjects == [
+        "one",
+        "two",
+        "three",
+        "[Django] four",
+        "[Django] four and a half",
+        "five",
+        "six",
+    ]
     assert server.messages[3].rcpt_tos == ("admin@example.test",)
+    assert server.messages[4].rcpt_tos == ("manager@example.test",)
     assert len(server.sessions) == 1
 
 
