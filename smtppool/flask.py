@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import email.message
 import email.utils
+import os
 import re
 import smtplib
 import sys
@@ -292,21 +293,23 @@ class _State:
     def __init__(self, app: flask.Flask, settings: MailSettings) -> None:
         self._app = weakref.ref(app)
         self.settings = settings
-        self.server, self.port = settings.server, settings.port
-        self.username = settings.username
-        self.use_tls = settings.security == "starttls"
-        self.use_ssl = settings.security == "ssl"
+        # Flask-Mail's two settings that code changes at run time; both are read
+        # at each send. The others are read-only properties below.
         self.default_sender = settings.default_sender
-        self.max_emails = settings.pool_options.get("max_messages")
         self.suppress = settings.suppress
-        self.ascii_attachments = settings.ascii_attachments
-        self.debug = 0
         self._pool: SMTPPool | None = None
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
 
-    @property
-    def password(self) -> str | None:
-        return self.settings.password
+    server = property(lambda self: self.settings.server)
+    port = property(lambda self: self.settings.port)
+    username = property(lambda self: self.settings.username)
+    password = property(lambda self: self.settings.password)
+    use_tls = property(lambda self: self.settings.security == "starttls")
+    use_ssl = property(lambda self: self.settings.security == "ssl")
+    max_emails = property(lambda self: self.settings.pool_options.get("max_messages"))
+    ascii_attachments = property(lambda self: self.settings.ascii_attachments)
+    debug = property(lambda self: 0)
 
     @property
     def app(self) -> flask.Flask:
@@ -322,6 +325,9 @@ class _State:
         if pool is not None:
             return pool
 
+        # A child forked while another thread held the lock makes its own.
+        if self._lock_pid != os.getpid():
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
         with self._lock:
             if self._pool is None:
                 self._pool = self.settings.new_pool()
@@ -331,9 +337,12 @@ class _State:
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
-        """This application's context, pushed unless one is active already:
+        """This application's context, pushed unless it is the active one:
         Flask-Mail's and Flask-Mailman's messages read the app's settings."""
-        if flask.has_app_context():
+        if (
+            flask.has_app_context()
+            and flask.current_app.extensions.get(EXTENSION) is self
+        ):
             yield
         else:
             with self.app.app_context():
@@ -364,7 +373,9 @@ class Connection:
         self._open = False
 
     def __enter__(self) -> Self:
-        if not self._state.settings.suppress:
+        if self._open:
+            raise SMTPPoolError("a connection can be entered only once at a time")
+        if not self._state.suppress:
             self._lease = self._state.pool.connection().__enter__()
         self._open = True
         return self
@@ -501,8 +512,26 @@ def _dispatched(app: flask.Flask, message: Any) -> None:
     """Tell the signal's subscribers, and Flask-Mail's if it is in use."""
     email_dispatched.send(app, message=message)
     flask_mail = sys.modules.get("flask_mail")
-    if flask_mail is not None:
+    if flask_mail is not None and isinstance(message, flask_mail.Message):
         flask_mail.email_dispatched.send(app, message=message)
+
+
+# What Flask-Mail's Mail object passes through to its application's settings.
+_FLASK_MAIL_ATTRIBUTES = frozenset(
+    {
+        "server",
+        "port",
+        "username",
+        "password",
+        "use_tls",
+        "use_ssl",
+        "default_sender",
+        "max_emails",
+        "suppress",
+        "ascii_attachments",
+        "debug",
+    }
+)
 
 
 class Mail:
@@ -537,9 +566,14 @@ class Mail:
         self._states[app] = state
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        # Only Flask-Mail's setting attributes, so that a typo stays an error.
+        if name not in _FLASK_MAIL_ATTRIBUTES:
             raise AttributeError(name)
-        return getattr(self._state(), name)
+        try:
+            state = self._state()
+        except RuntimeError as exc:
+            raise AttributeError(f"{name}: {exc}") from None
+        return getattr(state, name)
 
     @property
     def pool(self) -> SMTPPool:
@@ -637,11 +671,18 @@ else:
             # Flask-Mailman lets threads share one backend object.
             self._lock = threading.RLock()
 
-        def open(self) -> bool:
+        def open(self) -> bool | None:
+            """Borrow a session: True if this call did, False if one is borrowed
+            already, None if borrowing failed silently."""
             with self._lock:
                 if self._connection is not None:
                     return False
-                self._connection = Connection(self._state).__enter__()
+                try:
+                    self._connection = Connection(self._state).__enter__()
+                except (smtplib.SMTPException, OSError):
+                    if not self.fail_silently:
+                        raise
+                    return None
                 return True
 
         def close(self) -> None:
@@ -654,12 +695,9 @@ else:
             if not email_messages:
                 return 0
             with self._lock:
-                try:
-                    opened = self.open()
-                except (smtplib.SMTPException, OSError):
-                    if self.fail_silently:
-                        return 0
-                    raise
+                opened = self.open()
+                if opened is None:
+                    return 0
                 try:
                     return sum(self._send_one(m) for m in email_messages)
                 finally:

@@ -445,7 +445,9 @@ def test_code_written_for_flask_mail_keeps_working(
         False,
         smtp_server.port,
     )
-    assert len(seen) == len(smtp_server.messages) == 2
+    assert len(smtp_server.messages) == 2
+    # Flask-Mail's subscribers hear of Flask-Mail's messages only.
+    assert [m.subject for m in seen] == ["via extensions"]
 
 
 def test_unset_environment_variables_take_the_defaults(
@@ -584,3 +586,66 @@ def test_one_backend_shared_by_threads(
         counts = list(executor.map(send, messages))
 
     assert sum(counts) == len(smtp_server.messages) == 16
+
+
+def test_settings_changed_at_run_time(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """suppress and default_sender are read at each send; the others refuse a
+    new value instead of ignoring it."""
+    app = app_factory()
+    Mail(app)
+    state = app.extensions["mail"]
+    state.suppress = True
+    state.send(make_message())
+    state.suppress = False
+    state.default_sender = "changed@example.test"
+    message = make_message()
+    del message["From"]
+    state.send(message)
+
+    assert [m.mail_from for m in smtp_server.messages] == ["changed@example.test"]
+    with pytest.raises(AttributeError):
+        state.server = "elsewhere.example.test"
+
+
+def test_mail_attributes_before_init_app_and_typos() -> None:
+    """getattr with a default works as with Flask-Mail; a typo stays an error."""
+    mail = Mail()
+    assert getattr(mail, "default_sender", None) is None
+    with pytest.raises(AttributeError):
+        mail.defualt_sender  # noqa: B018 - the attribute access is the test
+
+
+def test_the_app_given_to_mail_wins_for_message_settings(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """Inside another app's context, Mail(app) still prepares messages with app."""
+    app, other = app_factory(), app_factory()
+    mail = Mail(app)
+    flask_mailman.Mail(app)
+    with app.app_context():
+        message = flask_mailman.EmailMessage("x", "x", to=["x@example.test"])
+    with other.app_context():
+        mail.send(message)
+        mail.send_message("y", recipients=["y@example.test"])
+
+    assert len(smtp_server.messages) == 2
+
+
+def test_the_backend_fails_silently_in_a_block_too(
+    smtp_server_factory: Callable[..., SMTPTestServer], app_factory: AppFactory
+) -> None:
+    """with get_connection(fail_silently=True): nothing raised, nothing sent."""
+    server = smtp_server_factory()
+    app = app_factory(server, MAIL_BACKEND="smtppool.flask.EmailBackend")
+    Mail(app)
+    mailman = flask_mailman.Mail(app)
+    server.stop()
+
+    with app.app_context():
+        message = flask_mailman.EmailMessage("x", "x", to=["x@example.test"])
+        with mailman.get_connection(fail_silently=True) as connection:
+            sent = connection.send_messages([message])
+
+    assert sent == 0
