@@ -82,7 +82,7 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
             self.timeout,
             self.ssl_keyfile,
             self.ssl_certfile,
-            tuple(sorted(_pool_options().items())),
+            tuple(sorted((k, _hashable(v)) for k, v in _pool_options().items())),
         )
         with _pools_lock:
             pool = _pools.get(key)
@@ -162,6 +162,15 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
             type(exc).__name__,
             exc,
         )
+
+
+def _hashable(value: Any) -> Any:
+    """A value fit for the pool key: itself, or its repr if it is a list or dict."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _pool_options() -> dict[str, Any]:
