@@ -13,6 +13,8 @@ Everything else is Django's: ``EMAIL_HOST``, ``EMAIL_PORT``, ``EMAIL_HOST_USER``
 from __future__ import annotations
 
 import atexit
+import collections
+import os
 import smtplib
 import ssl
 import threading
@@ -26,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "smtppool.django needs Django: pip install 'smtppool[django]'"
     ) from exc
 
+from . import _outcome
 from ._config import Security
 from ._connection import Connection
 from ._log import logger
@@ -33,15 +36,33 @@ from ._pool import SMTPPool
 
 __all__ = ["EmailBackend", "close_pools"]
 
-# One pool per distinct configuration, for the whole process. Pools are fork-safe,
-# so a pool built before a fork serves each child with sessions of its own.
-_pools: dict[tuple[Any, ...], SMTPPool] = {}
+# One pool per distinct configuration, for the whole process, the most recently
+# used last. Pools are fork-safe, so a pool built before a fork serves each child
+# with sessions of its own.
+_pools: collections.OrderedDict[tuple[Any, ...], SMTPPool] = collections.OrderedDict()
+
+# Configurations kept at once: per-tenant credentials or override_settings in tests
+# make new ones, and the least recently used beyond this many are closed.
+MAX_POOLS = 32
+
+# The lock, and the process it was made in: a forked child makes its own, since a
+# thread of the parent may have held this one at the fork.
 _pools_lock = threading.Lock()
+_pools_lock_pid = os.getpid()
+
+
+def _pools_lock_here() -> threading.Lock:
+    global _pools_lock, _pools_lock_pid
+
+    if _pools_lock_pid != os.getpid():
+        _pools_lock, _pools_lock_pid = threading.Lock(), os.getpid()
+    return _pools_lock
 
 
 def close_pools() -> None:
-    """Close every pool this backend has built; later sends build new ones."""
-    with _pools_lock:
+    """Close every pool this backend has built; later sends outside a
+    ``get_connection()`` block build new ones."""
+    with _pools_lock_here():
         pools = list(_pools.values())
         _pools.clear()
     for pool in pools:
@@ -84,11 +105,25 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
             self.ssl_certfile,
             tuple(sorted((k, _hashable(v)) for k, v in _pool_options().items())),
         )
-        with _pools_lock:
+        with _pools_lock_here():
             pool = _pools.get(key)
-            if pool is None:
-                pool = _pools[key] = self._new_pool()
-            return pool
+            if pool is not None:
+                _pools.move_to_end(key)
+                return pool
+            pool = _pools[key] = self._new_pool()
+            others = list(_pools.values())[:-1]
+            evicted = others[: max(0, len(others) + 1 - MAX_POOLS)]
+            for _ in evicted:
+                _pools.popitem(last=False)
+
+        # A new configuration is a good moment to let go of what the others no
+        # longer need: their expired idle sessions, or the oldest pools entirely.
+        for old in others:
+            if old in evicted:
+                old.close()
+            else:
+                old.prune()
+        return pool
 
     def open(self) -> bool | None:
         """Borrow a session until ``close()``: True if this call borrowed it,
@@ -132,17 +167,22 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         elif self.use_tls:
             security = "starttls"
 
-        context = None
-        if self.ssl_certfile or self.ssl_keyfile:
+        options = dict(_pool_options())
+        if security != "none" and (self.ssl_certfile or self.ssl_keyfile):
+            if options.get("ssl_context") is not None:
+                raise ValueError(
+                    "EMAIL_SSL_CERTFILE or EMAIL_SSL_KEYFILE is set and so is "
+                    "SMTPPOOL['ssl_context']; load the certificate into that "
+                    "context with its load_cert_chain() instead"
+                )
             # A client certificate, presented on a context that still verifies
             # the server.
             context = ssl.create_default_context()
             context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
-
-        options = dict(_pool_options())
-        options.setdefault("ssl_context", context)
+            options["ssl_context"] = context
+        # Django's own setting, or get_connection()'s argument, wins.
         if self.timeout is not None:
-            options.setdefault("timeout", self.timeout)
+            options["timeout"] = self.timeout
         # As Django does, log in only when both are set.
         login = bool(self.username and self.password)
         return SMTPPool(
@@ -155,12 +195,14 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         )
 
     def _log_silenced(self, exc: BaseException) -> None:
+        # The error's type and reply code only: its text may list recipients.
+        reply = _outcome.reply_of(exc)
         logger.warning(
-            "send.silenced address=%s:%s error=%s: %s",
+            "send.silenced address=%s:%s error=%s reply=%s",
             self.host,
             self.port,
             type(exc).__name__,
-            exc,
+            "-" if reply is None else reply[0],
         )
 
 

@@ -7,9 +7,11 @@ import email.parser
 import email.policy
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +27,8 @@ from django.test.utils import override_settings
 
 import smtppool.django
 from smtppool.testing import ReceivedMessage, SMTPTestServer
+
+from .conftest import in_child
 
 django.setup()
 
@@ -243,3 +247,77 @@ def test_without_django_the_import_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "pip install 'smtppool[django]'" in result.stdout
+
+
+def test_djangos_timeout_wins_over_smtppool(server: SMTPTestServer) -> None:
+    """EMAIL_TIMEOUT, or get_connection(timeout=), over SMTPPOOL's timeout."""
+    assert mail.get_connection(timeout=0.5).pool.config.timeout == 0.5
+    with override_settings(EMAIL_TIMEOUT=1.5):
+        assert mail.get_connection().pool.config.timeout == 1.5
+    assert mail.get_connection().pool.config.timeout == 5  # SMTPPOOL's
+
+
+def test_client_certificate_settings(server: SMTPTestServer) -> None:
+    """Ignored without TLS, as Django ignores them; with SMTPPOOL's own context
+    too, one sentence saying what to do."""
+    with override_settings(EMAIL_SSL_CERTFILE="/nonexistent/cert.pem"):
+        assert mail.send_mail("plain", "b", None, ["to@example.test"]) == 1
+    with (
+        override_settings(
+            EMAIL_USE_TLS=True,
+            EMAIL_SSL_CERTFILE="/nonexistent/cert.pem",
+            SMTPPOOL={"ssl_context": ssl.create_default_context()},
+        ),
+        pytest.raises(ValueError, match="load_cert_chain"),
+    ):
+        mail.send_mail("tls", "b", None, ["to@example.test"])
+
+
+def test_silenced_errors_are_logged_without_addresses(
+    server: SMTPTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log says which error and reply code, not who was refused."""
+    server.on("RCPT", "550 5.1.1 no such user")
+    sent = mail.send_mail(
+        "x", "b", None, ["secret.person@example.test"], fail_silently=True
+    )
+
+    assert sent == 0
+    assert "send.silenced" in caplog.text
+    assert "reply=550" in caplog.text
+    assert "secret.person" not in caplog.text
+
+
+def test_pools_of_many_configurations_are_bounded(server: SMTPTestServer) -> None:
+    """Per-tenant logins make a pool each; the oldest are closed."""
+    for tenant in range(smtppool.django.MAX_POOLS + 5):
+        connection = mail.get_connection(username=f"tenant{tenant}", password="pw")
+        connection.pool  # noqa: B018 - building the pool is the point
+
+    assert len(smtppool.django._pools) == smtppool.django.MAX_POOLS
+
+
+def test_a_fork_while_a_thread_holds_the_pools_lock(server: SMTPTestServer) -> None:
+    """The child makes its own lock for the table of pools."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with smtppool.django._pools_lock_here():
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(timeout=10)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+            sent = in_child(
+                lambda: mail.send_mail("from a child", "b", None, ["to@example.test"])
+            )
+    finally:
+        release.set()
+        holder.join(timeout=10)
+
+    assert sent == 1
+    assert len(server.messages) == 1
