@@ -74,21 +74,12 @@ _POOL_KEYS = (
 )
 
 # Settings that take a number, which may arrive as text from the environment.
-_NUMBERS = frozenset(
-    {
-        "timeout",
-        "max_size",
-        "acquire_timeout",
-        "max_idle",
-        "max_lifetime",
-        "max_messages",
-        "validate_after",
-        "retries",
-        "rate_limit",
-        "rate_period",
-        "leak_threshold",
-    }
-)
+_NUMBERS = frozenset(_POOL_KEYS).union({"timeout"}) - {
+    "local_hostname",
+    "source_address",
+    "ssl_context",
+    "name",
+}
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")

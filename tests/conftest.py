@@ -4,6 +4,8 @@ and messages with unique Message-IDs."""
 from __future__ import annotations
 
 import email.message
+import email.parser
+import email.policy
 import itertools
 import json
 import os
@@ -19,7 +21,7 @@ import pytest
 import trustme
 
 from smtppool import SMTPPool
-from smtppool.testing import SMTPTestServer
+from smtppool.testing import ReceivedMessage, SMTPTestServer
 
 _ids = itertools.count(1)
 
@@ -68,6 +70,15 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+def parsed(received: ReceivedMessage) -> email.message.EmailMessage:
+    """A message the test server received, parsed with the modern email API."""
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        received.data
+    )
+    assert isinstance(message, email.message.EmailMessage)
+    return message
 
 
 def make_message(subject: str = "hello") -> email.message.EmailMessage:

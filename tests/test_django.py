@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
-import email.parser
-import email.policy
 import logging
 import os
 import ssl
@@ -28,7 +25,7 @@ from django.test.utils import override_settings
 import smtppool.django
 from smtppool.testing import ReceivedMessage, SMTPTestServer
 
-from .conftest import in_child
+from .conftest import in_child, parsed
 
 django.setup()
 
@@ -39,14 +36,6 @@ def server(smtp_server: SMTPTestServer) -> Iterator[SMTPTestServer]:
     with override_settings(EMAIL_HOST=smtp_server.host, EMAIL_PORT=smtp_server.port):
         yield smtp_server
     smtppool.django.close_pools()
-
-
-def parsed(received: ReceivedMessage) -> email.message.EmailMessage:
-    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        received.data
-    )
-    assert isinstance(message, email.message.EmailMessage)
-    return message
 
 
 def shape(received: ReceivedMessage) -> list[tuple[str, str | None, str]]:

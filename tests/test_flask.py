@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
-import email.parser
-import email.policy
 import gc
 import re
 import subprocess
@@ -21,9 +18,9 @@ import pytest
 
 from smtppool import SMTPPoolError
 from smtppool.flask import Mail
-from smtppool.testing import ReceivedMessage, SMTPTestServer
+from smtppool.testing import SMTPTestServer
 
-from .conftest import make_message
+from .conftest import make_message, parsed
 
 AppFactory = Callable[..., flask.Flask]
 
@@ -51,14 +48,6 @@ def app_factory(smtp_server: SMTPTestServer) -> Callable[..., flask.Flask]:
         state = app.extensions.get("smtppool")
         if state is not None and state._pool is not None:
             state._pool.close()
-
-
-def parsed(received: ReceivedMessage) -> email.message.EmailMessage:
-    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        received.data
-    )
-    assert isinstance(message, email.message.EmailMessage)
-    return message
 
 
 def sending_app(app: flask.Flask, mail: Mail) -> flask.Flask:
