@@ -183,11 +183,18 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         # Django's own setting, or get_connection()'s argument, wins.
         if self.timeout is not None:
             options["timeout"] = self.timeout
+        try:
+            port = int(self.port)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"EMAIL_PORT must be a port number, got {self.port!r}"
+            ) from None
+
         # As Django does, log in only when both are set.
         login = bool(self.username and self.password)
         return SMTPPool(
             self.host,
-            int(self.port),
+            port,
             security=security,
             username=self.username if login else None,
             password=self.password if login else None,

@@ -310,3 +310,12 @@ def test_a_fork_while_a_thread_holds_the_pools_lock(server: SMTPTestServer) -> N
 
     assert sent == 1
     assert len(server.messages) == 1
+
+
+def test_a_port_that_is_not_a_number(server: SMTPTestServer) -> None:
+    """One sentence naming the setting, at the first send."""
+    with (
+        override_settings(EMAIL_PORT="smtp"),
+        pytest.raises(ValueError, match="EMAIL_PORT must be a port number"),
+    ):
+        mail.send_mail("x", "b", None, ["to@example.test"])
