@@ -573,17 +573,15 @@ class Mail:
 
     def connect(self) -> Connection:
         """A pooled session for a ``with`` block: ``with mail.connect() as conn:``."""
-        return Connection(self._state())
+        return self._state().connect()
 
     def send(self, message: Any) -> Refused:
         """Send one message on a session borrowed for the call."""
-        with self.connect() as connection:
-            return connection.send(message)
+        return self._state().send(message)
 
     def send_message(self, *args: Any, **kwargs: Any) -> Refused:
         """Build a ``flask_mail.Message`` from the arguments and send it."""
-        with self.connect() as connection:
-            return connection.send_message(*args, **kwargs)
+        return self._state().send_message(*args, **kwargs)
 
     @contextlib.contextmanager
     def record_messages(self) -> Iterator[list[Any]]:
@@ -598,9 +596,9 @@ class Mail:
 
     def _state(self) -> _State:
         if self.app is not None:
-            return self._state_of(self.app)
+            return _state_of(self.app)
         if flask.has_app_context():
-            return self._state_of(flask.current_app)
+            return _state_of(flask.current_app)
 
         states = list(self._states.values())
         if len(states) == 1:
@@ -612,22 +610,13 @@ class Mail:
             "context is active; send inside 'with app.app_context():'"
         )
 
-    def _state_of(self, app: flask.Flask) -> _State:
-        state = app.extensions.get(EXTENSION)
-        if not isinstance(state, _State):
-            raise RuntimeError(
-                "this application was not set up with smtppool's Mail; call "
-                "mail.init_app(app) first"
-            )
-        return state
 
-
-def _state_for(app: flask.Flask) -> _State:
+def _state_of(app: flask.Flask) -> _State:
     state = app.extensions.get(EXTENSION)
     if not isinstance(state, _State):
         raise RuntimeError(
-            "smtppool.flask.EmailBackend needs the application set up with "
-            "smtppool's Mail: call Mail(app) or mail.init_app(app)"
+            "this application was not set up with smtppool's Mail: call "
+            "Mail(app) or mail.init_app(app) first"
         )
     return state
 
@@ -657,7 +646,7 @@ else:
                     "smtppool.flask.EmailBackend sends with the application's "
                     f"settings and takes no {', '.join(given)}"
                 )
-            self._state = _state_for(flask.current_app)
+            self._state = _state_of(flask.current_app)
             self._connection: Connection | None = None
             # Flask-Mailman lets threads share one backend object.
             self._lock = threading.RLock()
