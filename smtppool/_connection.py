@@ -174,11 +174,7 @@ class Connection:
 
     def noop(self) -> tuple[int, bytes]:
         """Send NOOP and return the server's reply code and text."""
-        session = self._usable()
-        code, reply = session.run(lambda smtp: smtp.noop(), message=False)
-        if code == 421:
-            session.hang_up()
-        return code, reply
+        return self._usable().command(lambda smtp: smtp.noop())
 
     def _deliver(
         self,

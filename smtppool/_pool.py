@@ -468,9 +468,8 @@ class SMTPPool:
         self._start_empty()
         self._limiter = self._new_limiter()
         self._counters.fork_resets += 1
+        # Only counted: _fork lets go of every socket this process inherited.
         self._counters.closed[CloseReason.FORKED] += len(inherited)
-        for session in inherited:
-            session.abandon()
 
         # Last: other threads of a child whose fork skipped the hook wait in
         # _fork.reset until the pid says the pool is this process's.

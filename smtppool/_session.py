@@ -175,19 +175,29 @@ class Session:
             self.state = State.READY if self.smtp.is_reset else State.NEEDS_RESET
             return
 
-        self.hang_up()
+        self._hang_up()
 
-    def hang_up(self) -> None:
+    def _hang_up(self) -> None:
         """Close our end after a 421: the server is closing the channel (RFC 5321
         section 3.8). smtplib does so after some commands but not after DATA."""
         self.state = State.BROKEN
         with contextlib.suppress(OSError):
             self.smtp.close()
 
+    def command(
+        self, operation: Callable[[StagedSMTP], tuple[int, bytes]]
+    ) -> tuple[int, bytes]:
+        """Run a command that returns its reply instead of raising (NOOP, RSET);
+        a 421 ends the session like a 421 anywhere else."""
+        code, reply = self.run(operation, message=False)
+        if code == 421:
+            self._hang_up()
+        return code, reply
+
     def noop(self) -> bool:
         """Send NOOP; tell whether the server answered 250."""
         try:
-            code, _ = self.run(lambda smtp: smtp.noop(), message=False)
+            code, _ = self.command(lambda smtp: smtp.noop())
         except (smtplib.SMTPException, OSError):
             return False
         return code == 250
@@ -195,7 +205,7 @@ class Session:
     def reset(self) -> bool:
         """Send RSET to end any open transaction; tell whether it answered 250."""
         try:
-            code, _ = self.run(lambda smtp: smtp.rset(), message=False)
+            code, _ = self.command(lambda smtp: smtp.rset())
         except (smtplib.SMTPException, OSError):
             return False
         if code != 250:
