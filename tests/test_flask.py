@@ -50,6 +50,14 @@ def app_factory(smtp_server: SMTPTestServer) -> Callable[..., flask.Flask]:
             state._pool.close()
 
 
+def with_mailman(
+    app_factory: AppFactory, server: SMTPTestServer | None = None
+) -> tuple[flask.Flask, Mail, Any]:
+    """An app with smtppool's Mail and Flask-Mailman sending through it."""
+    app = app_factory(server, MAIL_BACKEND="smtppool.flask.EmailBackend")
+    return app, Mail(app), flask_mailman.Mail(app)
+
+
 def sending_app(app: flask.Flask, mail: Mail) -> flask.Flask:
     """Add a view that sends one Flask-Mail message per request."""
 
@@ -143,9 +151,7 @@ def test_flask_mailman_messages_through_mail_send_and_the_backend(
 ) -> None:
     """A Flask-Mailman message with an alternative and an attachment, sent by
     mail.send and by Flask-Mailman itself through MAIL_BACKEND."""
-    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
-    mail = Mail(app)
-    flask_mailman.Mail(app)
+    app, mail, _ = with_mailman(app_factory)
 
     with app.app_context():
         built = flask_mailman.EmailMultiAlternatives(
@@ -338,9 +344,7 @@ def test_flask_mailman_connection_block_and_fail_silently(
     smtp_server: SMTPTestServer, app_factory: AppFactory
 ) -> None:
     """get_connection() as a block holds one session; fail_silently counts."""
-    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
-    Mail(app)
-    mailman = flask_mailman.Mail(app)
+    app, _, mailman = with_mailman(app_factory)
     smtp_server.on("MAIL", "550 5.7.1 not you", after=2, times=1)
 
     with app.app_context():
@@ -388,9 +392,7 @@ def test_subclassed_messages_are_sent(
     class Notice(flask_mailman.EmailMessage):
         pass
 
-    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
-    mail = Mail(app)
-    flask_mailman.Mail(app)
+    app, mail, _ = with_mailman(app_factory)
     with app.app_context():
         mail.send(Receipt("receipt", recipients=["a@example.test"]))
         Notice("notice", "body", to=["b@example.test"]).send()
@@ -538,9 +540,7 @@ def test_the_backend_fails_silently_when_asked_and_takes_no_credentials(
 ) -> None:
     """A server that is down: 0 with fail_silently; per-call login refused."""
     server = smtp_server_factory()
-    app = app_factory(server, MAIL_BACKEND="smtppool.flask.EmailBackend")
-    Mail(app)
-    mailman = flask_mailman.Mail(app)
+    app, _, mailman = with_mailman(app_factory, server)
     server.stop()
 
     with app.app_context():
@@ -557,9 +557,7 @@ def test_one_backend_shared_by_threads(
     smtp_server: SMTPTestServer, app_factory: AppFactory
 ) -> None:
     """Flask-Mailman lets threads share a connection object."""
-    app = app_factory(MAIL_BACKEND="smtppool.flask.EmailBackend")
-    Mail(app)
-    mailman = flask_mailman.Mail(app)
+    app, _, mailman = with_mailman(app_factory)
     with app.app_context():
         backend = mailman.get_connection()
         messages = [
@@ -627,9 +625,7 @@ def test_the_backend_fails_silently_in_a_block_too(
 ) -> None:
     """with get_connection(fail_silently=True): nothing raised, nothing sent."""
     server = smtp_server_factory()
-    app = app_factory(server, MAIL_BACKEND="smtppool.flask.EmailBackend")
-    Mail(app)
-    mailman = flask_mailman.Mail(app)
+    app, _, mailman = with_mailman(app_factory, server)
     server.stop()
 
     with app.app_context():
