@@ -75,6 +75,11 @@ def _ssl_context(instance: object, attribute: attrs.Attribute[Any], value: Any) 
         raise TypeError("ssl_context must be an ssl.SSLContext or None")
 
 
+def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
+
+
 def _source_address(
     instance: object, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -148,11 +153,15 @@ class PoolConfig:
     leak_threshold: float | None = attrs.field(
         default=None, validator=_number(minimum=0, inclusive=False, optional=True)
     )
+    pipelining: bool = attrs.field(default=True, validator=_flag)
+    chunking: bool = attrs.field(default=False, validator=_flag)
     name: str = attrs.field(validator=_non_empty)
 
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
+        if self.chunking and not self.pipelining:
+            raise ValueError("chunking sends the body pipelined; it needs pipelining")
 
         # smtplib encodes AUTH as ASCII; failing later would raise an error whose
         # repr holds the password. The value is deliberately not echoed here.

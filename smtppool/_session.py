@@ -257,7 +257,7 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
     """
     hostname = config.local_hostname or default_local_hostname()
     if config.security == "ssl":
-        return StagedSMTP_SSL(
+        smtp: StagedSMTP = StagedSMTP_SSL(
             config.host,
             config.port,
             local_hostname=hostname,
@@ -265,13 +265,18 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
             source_address=config.source_address,
             context=context,
         )
-    return StagedSMTP(
-        config.host,
-        config.port,
-        local_hostname=hostname,
-        timeout=config.timeout,
-        source_address=config.source_address,
-    )
+    else:
+        smtp = StagedSMTP(
+            config.host,
+            config.port,
+            local_hostname=hostname,
+            timeout=config.timeout,
+            source_address=config.source_address,
+        )
+
+    smtp.pipelining = config.pipelining
+    smtp.chunking = config.chunking
+    return smtp
 
 
 def _handshake(

@@ -14,11 +14,15 @@ import os
 import smtplib
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Buffer
 
+from . import _pipeline
 from ._stage import Stage
+
+if TYPE_CHECKING:
+    from _typeshed import SizedBuffer
 
 # Every client object of this process and of the processes it was forked from, so
 # that a forked child can let go of all it inherited, those still connecting too.
@@ -39,6 +43,10 @@ class StagedSMTP(smtplib.SMTP):
     # Whether this transaction was ended by an RSET that the server answered with
     # 250: smtplib sends one itself after most refusals.
     is_reset: bool = False
+    # Whether to pipeline commands, and the body too, where the server offers it;
+    # the session sets these from the pool's settings.
+    pipelining: bool = True
+    chunking: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.pid = os.getpid()
@@ -102,6 +110,27 @@ class StagedSMTP(smtplib.SMTP):
             if exc.smtp_code == 421:
                 raise smtplib.SMTPResponseException(421, exc.smtp_error) from exc
             raise
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: SizedBuffer | str,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        # send_message() ends up here too.
+        self.ehlo_or_helo_if_needed()
+        if _pipeline.can_pipeline(self):
+            return _pipeline.sendmail(
+                self,
+                from_addr,
+                to_addrs,
+                msg,
+                mail_options=mail_options,
+                rcpt_options=rcpt_options,
+            )
+        return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         self.stage = Stage.MAIL

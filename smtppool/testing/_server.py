@@ -4,9 +4,12 @@ and can be told to fail the ways real servers do.
 It subclasses aiosmtpd's ``SMTP`` protocol and reaches five of its internals: the
 command table (to script replies), the idle timer callback (to choose how idle
 sessions are dropped), the pre-STARTTLS transport, the stream it reads commands
-from (to reset a session when the client next writes) and the flag that requires
-AUTH (set after construction, see ``_ScriptedSMTP``). The ``testing`` extra pins
-aiosmtpd to the 1.4 series those were checked against.
+from (to reset a session when the client next writes, to read BDAT chunks, and to
+see whether a client sent a command before the reply to the one before) and the
+flag that requires AUTH (set after construction, see ``_ScriptedSMTP``). The
+``testing`` extra pins aiosmtpd to the 1.4 series those were checked against.
+aiosmtpd reads commands one line at a time, so pipelined commands work as they
+are; BDAT (RFC 3030) is added here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr, Literal
 
 import attrs
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from typing_extensions import Self
 
 __all__ = [
@@ -76,7 +79,9 @@ class SessionRecord:
     ``STARTTLS``, ``AUTH``, ``MAIL``, ...); never their arguments. ``replies``
     holds the code of each reply the server wrote, in order, greeting included.
     ``bytes_received`` counts what the server read from the client (after TLS
-    decryption, where the session uses TLS).
+    decryption, where the session uses TLS). ``pipelined`` counts the commands
+    that arrived before the server had answered the command in front of them
+    (RFC 2920): a client must not do that unless the server offers PIPELINING.
     """
 
     id: int
@@ -88,6 +93,7 @@ class SessionRecord:
     bytes_received: int
     tls: bool
     authenticated_as: str | None
+    pipelined: int
 
     @property
     def is_open(self) -> bool:
@@ -138,6 +144,7 @@ class _LiveSession:
     bytes_received: int = 0
     tls: bool = False
     authenticated_as: str | None = None
+    pipelined: int = 0
 
     def snapshot(self) -> SessionRecord:
         return SessionRecord(
@@ -150,6 +157,7 @@ class _LiveSession:
             bytes_received=self.bytes_received,
             tls=self.tls,
             authenticated_as=self.authenticated_as,
+            pipelined=self.pipelined,
         )
 
 
@@ -166,6 +174,9 @@ class SMTPTestServer:
         auth: A ``(username, password)`` pair the server accepts with AUTH PLAIN
             or LOGIN; AUTH is offered only over TLS when a context is given.
         require_auth: Refuse MAIL until the client has logged in.
+        pipelining: Offer PIPELINING (RFC 2920) in the EHLO reply, as real
+            servers do.
+        chunking: Offer CHUNKING (RFC 3030) and accept BDAT.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -180,6 +191,8 @@ class SMTPTestServer:
         implicit_tls: bool = False,
         auth: tuple[str, str] | None = None,
         require_auth: bool = False,
+        pipelining: bool = True,
+        chunking: bool = False,
     ) -> None:
         if implicit_tls and tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
@@ -194,6 +207,8 @@ class SMTPTestServer:
         self.implicit_tls = implicit_tls
         self._auth = auth
         self._require_auth = require_auth
+        self.pipelining = pipelining
+        self.chunking = chunking
 
         # Reentrant, so that a wait_until predicate may read the public properties.
         self._lock = threading.RLock()
@@ -479,6 +494,11 @@ class SMTPTestServer:
             record.replies.append(int(line[:3]))
             self._changed.notify_all()
 
+    def _pipelined(self, record: _LiveSession) -> None:
+        with self._changed:
+            record.pipelined += 1
+            self._changed.notify_all()
+
     def _received(self, record: _LiveSession, count: int) -> None:
         with self._changed:
             record.bytes_received += count
@@ -500,6 +520,26 @@ class _Recorder:
     def __init__(self, server: SMTPTestServer) -> None:
         self._server = server
         self._headers = email.parser.BytesHeaderParser()
+
+    async def handle_EHLO(
+        self,
+        smtp: _ScriptedSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd leaves this to a handler that has the hook.
+        session.host_name = hostname
+        offered = [
+            name
+            for name, on in (
+                ("PIPELINING", self._server.pipelining),
+                ("CHUNKING", self._server.chunking),
+            )
+            if on
+        ]
+        return [*responses[:-1], *(f"250-{name}" for name in offered), responses[-1]]
 
     async def handle_DATA(
         self, smtp: _ScriptedSMTP, session: Session, envelope: Envelope
@@ -559,6 +599,8 @@ class _ScriptedSMTP(SMTP):
         self._owner = server
         self.record = _LiveSession(id=0, peer=(), started_at=0.0)
         self._greeted = False
+        self._chunks: list[bytes] = []
+        self._chunks_for: Envelope | None = None
         self._smtp_methods = {
             verb: self._scripted(verb, method)
             for verb, method in self._smtp_methods.items()
@@ -609,6 +651,9 @@ class _ScriptedSMTP(SMTP):
         self, verb: str, method: Callable[[str | None], Awaitable[None]]
     ) -> Callable[[str | None], Awaitable[None]]:
         async def run(arg: str | None) -> None:
+            if self._reader._buffer and verb != "BDAT":  # type: ignore[attr-defined]
+                # More had arrived before this command was answered.
+                self._owner._pipelined(self.record)
             rule = self._owner._seen(self.record, verb)
             if rule is None:
                 await method(arg)
@@ -638,6 +683,48 @@ class _ScriptedSMTP(SMTP):
             self.transport = None
         elif rule.close:
             self.close_soon()
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """``BDAT <size> [LAST]`` (RFC 3030): the chunk is always read in full,
+        so that its bytes are never taken for commands, then kept or refused."""
+        words = (arg or "").split()
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        if not self._owner.chunking:
+            await self.push('500 Error: command "BDAT" not recognized')
+            return
+        if not words or not words[0].isdigit() or (len(words) > 1 and not last):
+            # The size is unknown, so the rest of the stream cannot be trusted.
+            await self.push("501 Syntax: BDAT <size> [LAST]")
+            self.close_soon()
+            return
+
+        chunk = await self._reader.readexactly(int(words[0]))
+        if await self.check_helo_needed() or await self.check_auth_needed("BDAT"):
+            return
+        assert self.envelope is not None
+        if self.envelope.mail_from is None:
+            await self.push("503 Error: need MAIL command")
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+
+        self._chunks = [*self._chunks_of(self.envelope), chunk]
+        self._chunks_for = self.envelope
+        if not last:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+
+        content = b"".join(self._chunks)
+        self._chunks = []
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        await self.push("250 OK" if status is MISSING else status)
+        self.envelope = self._create_envelope()
+
+    def _chunks_of(self, envelope: Envelope) -> list[bytes]:
+        # Chunks belong to one transaction: RSET or a new MAIL starts afresh.
+        return self._chunks if self._chunks_for is envelope else []
 
     async def pause(self, rule: _Rule) -> None:
         """Wait as the rule says: a delay, or until the server stops."""
