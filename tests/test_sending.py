@@ -65,7 +65,7 @@ def assert_in_sequence(server: SMTPTestServer) -> None:
             assert session.pipelined == 0, session
         sender_ok = recipient_ok = False
         # replies[0] is the greeting; replies[n + 1] answers commands[n].
-        for command, reply in zip(session.commands, session.replies[1:]):
+        for command, reply in zip(session.commands, session.replies[1:], strict=False):
             if command == "MAIL":
                 sender_ok, recipient_ok = reply == 250, False
             elif command == "RCPT":
