@@ -67,19 +67,28 @@ _POOL_KEYS = (
     "rate_limit",
     "rate_period",
     "leak_threshold",
+    "pipelining",
+    "chunking",
     "local_hostname",
     "source_address",
     "ssl_context",
     "name",
 )
 
-# Settings that take a number, which may arrive as text from the environment.
-_NUMBERS = frozenset(_POOL_KEYS).union({"timeout"}) - {
-    "local_hostname",
-    "source_address",
-    "ssl_context",
-    "name",
-}
+# Settings that take true or false, which may arrive as text from the environment.
+_FLAGS = frozenset({"pipelining", "chunking"})
+
+# Settings that take a number, which may arrive as text likewise.
+_NUMBERS = (
+    frozenset(_POOL_KEYS).union({"timeout"})
+    - _FLAGS
+    - {
+        "local_hostname",
+        "source_address",
+        "ssl_context",
+        "name",
+    }
+)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -270,6 +279,8 @@ def _pool_options(
 
     for name in options.keys() & _NUMBERS:
         options[name] = _number(options[name])
+    for name in options.keys() & _FLAGS:
+        options[name] = _flag({keys[name]: options[name]}, keys[name])
     return options, keys
 
 

@@ -480,6 +480,15 @@ def test_numbers_may_be_text(app_factory: AppFactory) -> None:
     assert (config.timeout, config.max_messages, config.max_size) == (2.5, 50, 3)
 
 
+def test_flags_may_be_text(app_factory: AppFactory) -> None:
+    app = app_factory(SMTPPOOL_PIPELINING="off", SMTPPOOL_CHUNKING=False)
+    config = Mail(app).pool.config
+
+    assert (config.pipelining, config.chunking) == (False, False)
+    with pytest.raises(ValueError, match="SMTPPOOL_CHUNKING must be true or false"):
+        Mail(app_factory(SMTPPOOL_CHUNKING="sometimes"))
+
+
 def test_a_discarded_app_closes_its_pool(
     smtp_server: SMTPTestServer, app_factory: AppFactory
 ) -> None:
