@@ -156,6 +156,7 @@ class SMTPPool:
         )
         self._clock = clock
         self._sleep = sleep
+        self._default_context: ssl.SSLContext | None = None
         self._limiter = self._new_limiter()
         self._closed = False
         self._counters = Counters()
@@ -580,6 +581,19 @@ class SMTPPool:
         else:
             self._waiters.remove(waiter)
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The caller's TLS context, or a default one made once per pool: loading
+        the system's certificates takes milliseconds, every session would pay."""
+        if self._config.security == "none":
+            return None
+        if self._config.ssl_context is not None:
+            return self._config.ssl_context
+
+        # Two threads may both make one the first time; either will do.
+        if self._default_context is None:
+            self._default_context = ssl.create_default_context()
+        return self._default_context
+
     def _open(self) -> Session:
         """Open a session in a slot already reserved; free the slot if that fails.
 
@@ -591,7 +605,9 @@ class SMTPPool:
         while True:
             attempts += 1
             try:
-                session = open_session(self._config, self._clock(), self.name)
+                session = open_session(
+                    self._config, self._clock(), self.name, self._tls_context()
+                )
             except BaseException as exc:
                 if _outcome.is_lost(exc) and attempts <= self._config.retries:
                     self._note_retry(None, Stage.CONNECT, exc)

@@ -309,12 +309,13 @@ def _greet(smtp: StagedSMTP) -> None:
             raise smtplib.SMTPHeloError(code, reply)
 
 
-def open_session(config: PoolConfig, now: float, pool_name: str) -> Session:
-    """Connect, secure and log in a new session, or raise and leave nothing open."""
-    context = None
-    if config.security != "none":
-        context = config.ssl_context or ssl.create_default_context()
+def open_session(
+    config: PoolConfig, now: float, pool_name: str, context: ssl.SSLContext | None
+) -> Session:
+    """Connect, secure and log in a new session, or raise and leave nothing open.
 
+    ``context`` is the TLS context for any security but ``"none"``.
+    """
     logger.debug("connect.started pool=%s address=%s", pool_name, config.address)
     try:
         smtp = _connect(config, context)

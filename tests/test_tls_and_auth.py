@@ -6,8 +6,10 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import trustme
 
 from smtppool import SMTPPool
 from smtppool.testing import SMTPTestServer
@@ -108,3 +110,36 @@ def test_secrets_stay_out_of_repr_logs_and_errors(
     assert "connect.complete" in caplog.text
     assert PASSWORD not in shown
     assert wrong not in shown
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_the_default_context_is_made_once_per_pool(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+    ca_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without ssl_context the pool verifies against the system's certificates,
+    loaded once (milliseconds each time), not for every session it opens."""
+    server = smtp_server_factory(tls_context=server_context)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    pool = pool_factory(server, security="starttls", max_size=2)
+
+    with pool.connection() as first:
+        first.send_message(make_message())
+        # A store without our CA: a context made now would refuse the server.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file.with_name("missing.pem")))
+        with pool.connection() as second:
+            second.send_message(make_message())
+
+    assert [session.tls for session in server.sessions] == [True, True]
+    assert len(server.messages) == 2
+    with pytest.raises(ssl.SSLCertVerificationError):
+        pool_factory(server, security="starttls").send_message(make_message())
