@@ -203,8 +203,6 @@ def _end_failed_transaction(
         smtp.close()
         return
 
-    # As smtplib's sendmail, which leaves a session lost here for its next user
-    # to find.
     with contextlib.suppress(smtplib.SMTPServerDisconnected):
         if data is not None and data[0] == 354:
             # A server that accepted DATA with no transaction to go with it waits
@@ -214,7 +212,7 @@ def _end_failed_transaction(
             smtp.stage = Stage.DATA
             smtp.send(b".\r\n")
             smtp.getreply()
-        smtp.rset()
+    _reset(smtp)
 
 
 def _check_final_reply(
@@ -226,8 +224,15 @@ def _check_final_reply(
     if reply[0] == 421:
         smtp.close()
     else:
-        smtp.rset()
+        _reset(smtp)
     raise smtplib.SMTPDataError(*reply)
+
+
+def _reset(smtp: StagedSMTP) -> None:
+    """RSET after a refusal. As in smtplib's sendmail, a session lost here is left
+    for its next use to find: the refusal is what the caller needs to hear."""
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        smtp.rset()
 
 
 def _mail_command(

@@ -321,3 +321,19 @@ def test_the_test_server_refuses_bdat_unless_it_offers_chunking(
         client.ehlo("client.example.test")
         assert not client.has_extn("chunking")
         assert client.docmd("BDAT", "3 LAST")[0] == 500
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_refusal_stays_a_refusal_when_the_server_then_hangs_up(
+    smtp_server_factory: ServerFactory, pool_factory: PoolFactory, mode: str
+) -> None:
+    """The RSET after a refused message meets a closed session: the caller still
+    hears the refusal, not a lost session or an unknown outcome."""
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+    server.on(".", "554 5.6.0 bad content", close=True, times=1)
+
+    assert outcome(pool) == ("PermanentDataError", 554, None, Stage.REPLIED)
+
+    assert outcome(pool) == ("delivered", {})
+    assert len(server.messages) == 1
