@@ -43,8 +43,18 @@ _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _BARE_EOL = re.compile(r"\r\n|\r|\n")
 
 
-def can_pipeline(smtp: StagedSMTP) -> bool:
-    """Tell whether this session may have its commands pipelined."""
+# The most recipients sent in one pipelined group. The server answers each RCPT as
+# it reads it while the client is still writing; past a few hundred replies those
+# could fill both sides' socket buffers and leave each waiting on the other, the
+# deadlock RFC 2920 warns of. Longer lists go one command at a time, as smtplib
+# sends them.
+MAX_PIPELINED_RECIPIENTS = 100
+
+
+def can_pipeline(smtp: StagedSMTP, to_addrs: str | Sequence[str]) -> bool:
+    """Tell whether this message may have its commands pipelined."""
+    if isinstance(to_addrs, Sequence) and len(to_addrs) > MAX_PIPELINED_RECIPIENTS:
+        return False
     return smtp.pipelining and bool(smtp.does_esmtp and smtp.has_extn("pipelining"))
 
 

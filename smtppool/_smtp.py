@@ -121,7 +121,7 @@ class StagedSMTP(smtplib.SMTP):
     ) -> dict[str, tuple[int, bytes]]:
         # send_message() ends up here too.
         self.ehlo_or_helo_if_needed()
-        if _pipeline.can_pipeline(self):
+        if _pipeline.can_pipeline(self, to_addrs):
             return _pipeline.sendmail(
                 self,
                 from_addr,

@@ -337,3 +337,22 @@ def test_a_refusal_stays_a_refusal_when_the_server_then_hangs_up(
 
     assert outcome(pool) == ("delivered", {})
     assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize(("count", "pipelined"), [(100, 101), (101, 0)])
+def test_long_recipient_lists_go_one_command_at_a_time(
+    smtp_server_factory: ServerFactory,
+    pool_factory: PoolFactory,
+    count: int,
+    pipelined: int,
+) -> None:
+    """Past 100 recipients the replies could fill the socket buffers while the
+    client is still writing; such a list is sent as smtplib sends it."""
+    server = smtp_server_factory()
+    pool = pool_factory(server)
+    recipients = [f"r{n}@example.test" for n in range(count)]
+
+    assert pool.send_message(make_message(), to_addrs=recipients) == {}
+
+    assert server.messages[0].rcpt_tos == tuple(recipients)
+    assert server.sessions[0].pipelined == pipelined
