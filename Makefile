@@ -51,7 +51,8 @@ bench-deps:
 			| $(SUDO) debconf-set-selections && \
 		$(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			--no-install-recommends postfix; fi
+			--no-install-recommends postfix && \
+		{ $(SUDO) systemctl disable --now postfix 2>/dev/null || true; }; fi
 	@if command -v npm >/dev/null; then cd benchmarks/node && npm ci --no-audit --no-fund; \
 		else echo "npm not found (Debian packages nodejs npm): Nodemailer is skipped"; fi
 

@@ -105,7 +105,8 @@ def main() -> None:
         minutes=(time.monotonic() - started) / 60,
     )
     text = _report.render(run)
-    path = args.output or RESULTS / f"{date}-{socket.gethostname()}.md"
+    kind = "-quick" if args.quick else ""
+    path = args.output or RESULTS / f"{date}-{socket.gethostname()}{kind}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print()
