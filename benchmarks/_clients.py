@@ -3,7 +3,7 @@
 Each sends the same message content: From, To, Subject and a one-line body from
 ``smtppool.testing.demo.build_message``. smtppool and smtplib send that
 ``email.message.EmailMessage``; Django and Flask-Mail build their own message
-class from the same four fields, since that is what their users write.
+class from the same fields (and Message-ID), since that is what their users write.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from smtppool.testing.demo import build_message
 
 from ._sinks import Target
 
-# Every client says the same name in EHLO, so that none looks up the machine's own.
+# What smtppool and smtplib (and Nodemailer) say in EHLO, so that none looks up the
+# machine's name; Django and Flask-Mail say that name, as they do in use.
 CLIENT_NAME = "bench.example.test"
 
 

@@ -92,8 +92,9 @@ def threads_label(count: int) -> str:
 
 def _chosen(names: tuple[str, ...], settings: Settings) -> tuple[str, ...]:
     # smtppool always runs: every ratio is to it.
-    wanted = (n for n in names if not settings.only or n in settings.only)
-    return tuple(n for n in wanted if n not in settings.skip or n == SMTPPOOL)
+    only = settings.only
+    chosen = (n for n in names if not only or n in only or n == SMTPPOOL)
+    return tuple(n for n in chosen if n not in settings.skip)
 
 
 @attrs.frozen
