@@ -178,7 +178,7 @@ def _machine(load_before: str) -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "smtppool": _smtppool_version(),
         "node": _output([node, "--version"]) if node else "not found",
-        "Nodemailer": _nodemailer_version(),
+        "Nodemailer": _nodemailer_version() if node else "not run",
         "smtp-sink": _sinks.smtp_sink_version() or "not found (Python server used)",
     }
 
