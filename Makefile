@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test quick lint typecheck check clean
+.PHONY: demo test quick lint typecheck check clean bench bench-quick bench-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,29 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict smtppool
 
 check: test lint typecheck
+
+# Benchmarks (see README, "Benchmarks"): never part of `make test` or CI. Each run
+# appends a Markdown report to benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
+# What the benchmark can use but does not need: Postfix's smtp-sink as the fast
+# sink, and Nodemailer as a contender. "No configuration" leaves Postfix itself
+# unconfigured, so no mail daemon starts or listens on port 25.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-deps:
+	@if [ -x /usr/sbin/smtp-sink ]; then echo "smtp-sink: already installed"; else \
+		echo "postfix postfix/main_mailer_type select No configuration" \
+			| $(SUDO) debconf-set-selections && \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends postfix && \
+		{ $(SUDO) systemctl disable --now postfix 2>/dev/null || true; }; fi
+	@if command -v npm >/dev/null; then cd benchmarks/node && npm ci --no-audit --no-fund; \
+		else echo "npm not found (Debian packages nodejs npm): Nodemailer is skipped"; fi
 
 clean:
 	rm -rf $(VENV)

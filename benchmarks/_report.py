@@ -1,0 +1,184 @@
+"""The Markdown report: the machine, the command, one table per scenario, the
+memory and checkout tables, and the issue's targets as met or not."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+
+import attrs
+
+from ._contenders import DJANGO, FLASK_MAIL, NODEMAILER, PERSISTENT, SMTPPOOL, Sample
+from ._scenarios import Checkout, Memory, Outcome, threads_label
+
+RATIO = "smtppool ÷ this"
+
+
+@attrs.frozen
+class Run:
+    """Everything one invocation measured, and where."""
+
+    date: str
+    command: str
+    machine: dict[str, str]
+    method: list[str]
+    skipped: dict[str, str]
+    outcomes: list[Outcome]
+    memory: list[Memory]
+    checkout: Checkout | None
+    minutes: float
+
+
+def speedup(outcome: Outcome, name: str) -> float | None:
+    """smtppool's msg/s over this contender's: the median of the per-round ratios
+    (each round runs both back to back), or of the medians if rounds are missing."""
+    ours, theirs = outcome.samples.get(SMTPPOOL, []), outcome.samples.get(name, [])
+    if not ours or not theirs:
+        return None
+    if len(ours) == len(theirs):
+        return statistics.median(
+            a.rate / b.rate for a, b in zip(ours, theirs, strict=True)
+        )
+    return _median_rate(ours) / _median_rate(theirs)
+
+
+def _median_rate(samples: list[Sample]) -> float:
+    return statistics.median(s.rate for s in samples)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def render(run: Run) -> str:
+    return "\n".join(_lines(run)) + "\n"
+
+
+def _lines(run: Run) -> Iterator[str]:
+    yield f"# smtppool benchmarks, {run.date}"
+    yield ""
+    for key, value in run.machine.items():
+        yield f"- {key}: {value}"
+    yield f"- command: `{run.command}` ({run.minutes:.1f} min)"
+    yield ""
+    yield "## How it was measured"
+    yield ""
+    yield from (f"- {line}" for line in run.method)
+    if run.skipped:
+        yield ""
+        yield "Skipped:"
+        yield ""
+        yield from (f"- {name}: {why}" for name, why in run.skipped.items())
+    yield ""
+    yield "## Targets (issue 7)"
+    yield ""
+    yield "| target | measured (smtppool ÷ contender, msg/s) | met? |"
+    yield "| --- | --- | --- |"
+    for target, measured, met in targets(run.outcomes):
+        yield f"| {target} | {measured} | {met} |"
+    yield ""
+    yield "## Throughput"
+    for outcome in run.outcomes:
+        yield from _scenario_table(outcome)
+    if run.memory:
+        yield from _memory_table(run.memory)
+    if run.checkout:
+        yield from _checkout_table(run.checkout)
+
+
+def _scenario_table(outcome: Outcome) -> Iterator[str]:
+    scenario = outcome.scenario
+    yield ""
+    yield f"### {scenario.title}"
+    yield ""
+    proxy = ""
+    if outcome.proxy_rtt is not None:
+        proxy = f"; a NOOP through the proxy took {outcome.proxy_rtt:.1f} ms"
+    yield f"{scenario.messages} messages per run{proxy}."
+    yield ""
+    yield f"| contender | msg/s (median) | {RATIO} | p50 ms | p99 ms | CPU ms/msg |"
+    yield "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for name, samples in outcome.samples.items():
+        if not samples:
+            continue
+        latencies = [x * 1000 for s in samples for x in s.latencies]
+        ratio = speedup(outcome, name)
+        errors = sum(s.errors for s in samples)
+        note = f" ({errors} errors: {samples[0].first_error})" if errors else ""
+        yield (
+            f"| {name}{note} | {_median_rate(samples):,.0f} | "
+            f"{_fmt_ratio(ratio)} | {statistics.median(latencies):.2f} | "
+            f"{_percentile(latencies, 0.99):.2f} | "
+            f"{statistics.median(s.cpu_per_message for s in samples) * 1000:.2f} |"
+        )
+    for name, error in outcome.failures.items():
+        yield f"| {name} | failed: {error} | | | | |"
+
+
+def _memory_table(memory: list[Memory]) -> Iterator[str]:
+    yield ""
+    yield "## Resident memory per idle session"
+    yield ""
+    yield (
+        "In a fresh process: RSS with N sessions open and idle (smtppool: borrowed "
+        "all at once, then given back), minus RSS before the first one, over N; "
+        "median of 3 processes."
+    )
+    yield ""
+    yield (
+        "| | "
+        + " | ".join("STARTTLS+AUTH" if m.secure else "plain" for m in memory)
+        + " |"
+    )
+    yield "| --- |" + " ---: |" * len(memory)
+    for name in memory[0].per_session:
+        cells = " | ".join(f"{m.per_session[name] / 1024:.1f} KiB" for m in memory)
+        yield f"| {name} | {cells} |"
+
+
+def _checkout_table(checkout: Checkout) -> Iterator[str]:
+    yield ""
+    yield "## Checkout and checkin, no network"
+    yield ""
+    yield (
+        "One thread, a pool with max_size=1 and validate_after=3600 s holding one "
+        "warm idle session to smtp-sink (or the Python server): no NOOP, no byte "
+        "on the wire, but the pool's own liveness check of the socket is "
+        "included. Median of 5 batches of 20,000, median of 3 processes."
+    )
+    yield ""
+    yield "| what | µs per checkout + checkin (median) |"
+    yield "| --- | ---: |"
+    pooled = "`with pool.connection(): pass`, one warm idle session"
+    yield f"| {pooled} | {checkout.pool:.2f} |"
+    yield f"| `queue.LifoQueue` get + put (baseline) | {checkout.lifo:.2f} |"
+
+
+def _fmt_ratio(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def targets(outcomes: list[Outcome]) -> Iterator[tuple[str, str, str]]:
+    """The issue's targets, each as (target, measured, met?)."""
+    for outcome in outcomes:
+        scenario = outcome.scenario
+        where = f"{scenario.rtt:g} ms RTT" if scenario.rtt else "loopback"
+        # (contender, smtppool's msg/s over its must reach this, or may equal it)
+        goals: list[tuple[str, float, bool]] = []
+        if not scenario.secure and scenario.rtt == 0:
+            goals = [(PERSISTENT, 0.95, True), (NODEMAILER, 1.5, True)]
+        elif not scenario.secure and scenario.rtt == 10:
+            goals = [(PERSISTENT, 1.8, True), (NODEMAILER, 1.0, False)]
+        elif scenario.secure and scenario.rtt == 10:
+            goals = [(DJANGO, 4.0, True), (FLASK_MAIL, 4.0, True)]
+        for name, goal, inclusive in goals:
+            ratio = speedup(outcome, name)
+            sign = ">=" if inclusive else ">"
+            label = f"{where}, {threads_label(scenario.threads)}"
+            target = f"{label}: smtppool {sign} {goal:g}x {name}"
+            if ratio is None:
+                yield target, "not measured", "n/a"
+                continue
+            met = ratio >= goal if inclusive else ratio > goal
+            yield target, f"{ratio:.2f}x", "yes" if met else "**no**"
