@@ -20,7 +20,7 @@ import contextlib
 import re
 import smtplib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 
@@ -104,14 +104,12 @@ def _send_with_data(
     smtp.send(b"".join([*commands, b"DATA\r\n"]))
 
     mail, refused, closing = _read_envelope_replies(smtp, recipients)
-    smtp.stage = Stage.DATA
-    data = (0, b"") if closing else smtp.getreply()
-
     failure = _envelope_failure(mail, refused, recipients, from_addr)
+    smtp.stage = Stage.DATA
     if failure is not None:
-        _end_failed_transaction(smtp, closing=closing or data[0] == 421, data=data)
-        smtp.stage = failure.stage
-        raise failure.error
+        _give_up(smtp, failure, closing=closing, in_data=True)
+
+    data = smtp.getreply()
     if data[0] != 354:
         # smtplib's data() raises here and leaves the transaction to the caller.
         raise smtplib.SMTPDataError(*data)
@@ -135,16 +133,13 @@ def _send_chunked(
     smtp.send(b"".join([*commands, b"BDAT %d LAST\r\n" % len(body), body]))
 
     mail, refused, closing = _read_envelope_replies(smtp, recipients)
-    last = (0, b"") if closing else smtp.getreply()
-
     failure = _envelope_failure(mail, refused, recipients, from_addr)
     if failure is not None:
-        # The server read the chunk and dropped it (RFC 3030 section 3): there is
+        # The server reads the chunk and drops it (RFC 3030 section 3): there is
         # no data phase left to end.
-        _end_failed_transaction(smtp, closing=closing or last[0] == 421, data=None)
-        smtp.stage = failure.stage
-        raise failure.error
-    return _check_final_reply(smtp, last, refused)
+        _give_up(smtp, failure, closing=closing, in_data=False)
+
+    return _check_final_reply(smtp, smtp.getreply(), refused)
 
 
 def _read_envelope_replies(
@@ -154,7 +149,7 @@ def _read_envelope_replies(
 
     Stops early after a 421: the server is closing the channel (RFC 5321 section
     3.8) and answers nothing more. Returns the MAIL reply, the refused recipients,
-    and whether the server is closing.
+    and whether the session is ending.
     """
     mail = _read(smtp, Stage.MAIL)
     if mail[0] == 421:
@@ -162,7 +157,16 @@ def _read_envelope_replies(
 
     refused: Refused = {}
     for rcpt in recipients:
-        reply = _read(smtp, Stage.RCPT)
+        try:
+            reply = _read(smtp, Stage.RCPT)
+        except OSError:
+            if mail[0] == 250:
+                raise
+            # smtplib would have stopped at the refused MAIL and never sent what
+            # is lost here, so the refusal is the outcome. (An Exim ACL "drop"
+            # sends a 5xx and hangs up.)
+            return mail, refused, True
+
         if reply[0] in (250, 251):
             if mail[0] == 250:
                 smtp.accepted += (rcpt,)
@@ -204,25 +208,35 @@ def _envelope_failure(
     return None
 
 
-def _end_failed_transaction(
-    smtp: StagedSMTP, *, closing: bool, data: tuple[int, bytes] | None
-) -> None:
-    """Leave the session as smtplib's sendmail would after the same refusal:
-    closed after a 421, else reset."""
-    if closing:
-        smtp.close()
-        return
+def _give_up(
+    smtp: StagedSMTP, failure: _Failure, *, closing: bool, in_data: bool
+) -> NoReturn:
+    """Raise the envelope's refusal, leaving the session as smtplib's sendmail
+    would after it: closed after a 421, else reset.
 
-    with contextlib.suppress(smtplib.SMTPServerDisconnected):
-        if data is not None and data[0] == 354:
-            # A server that accepted DATA with no transaction to go with it waits
-            # for a body: end it empty so the replies stay in step (RFC 2920
-            # section 3.1). Nothing can be delivered, so the stage stays before
-            # the dot.
-            smtp.stage = Stage.DATA
-            smtp.send(b".\r\n")
-            smtp.getreply()
-    _reset(smtp)
+    The reply to DATA or BDAT is read first, to keep replies in step. smtplib
+    would not have sent that command, so a session lost before its reply, or a
+    421 to it, leaves the refusal standing and the session closed.
+    """
+    # Nothing that follows can deliver the message.
+    smtp.stage = failure.stage
+    reply = None
+    if not closing:
+        with contextlib.suppress(OSError):
+            reply = smtp.getreply()
+
+    if reply is None or reply[0] == 421:
+        smtp.close()
+    else:
+        with contextlib.suppress(smtplib.SMTPServerDisconnected):
+            if in_data and reply[0] == 354:
+                # A server that accepted DATA with no transaction to go with it
+                # waits for a body: end it empty so the replies stay in step
+                # (RFC 2920 section 3.1). Nothing can be delivered.
+                smtp.send(b".\r\n")
+                smtp.getreply()
+        _reset(smtp)
+    raise failure.error
 
 
 def _check_final_reply(

@@ -35,11 +35,11 @@ def pool_for(mode: str, pool_factory: PoolFactory, server: SMTPTestServer) -> SM
     return pool_factory(server, chunking=mode == "chunking")
 
 
-def outcome(pool: SMTPPool, **rules: Any) -> tuple[Any, ...]:
+def outcome(pool: SMTPPool, recipients: list[str] = RECIPIENTS) -> tuple[Any, ...]:
     """Send one message to three recipients; describe what the caller saw."""
     msg = make_message()
     del msg["To"]
-    msg["To"] = ", ".join(RECIPIENTS)
+    msg["To"] = ", ".join(recipients)
     try:
         refused = pool.send_message(msg)
     except smtplib.SMTPException as exc:
@@ -356,3 +356,42 @@ def test_long_recipient_lists_go_one_command_at_a_time(
 
     assert server.messages[0].rcpt_tos == tuple(recipients)
     assert server.sessions[0].pipelined == pipelined
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("MAIL", ("PermanentSenderRefused", 550, None, Stage.MAIL)),
+        (
+            "RCPT",
+            (
+                "PermanentRecipientsRefused",
+                None,
+                {"a@example.test": (550, b"5.7.1 go away")},
+                Stage.RCPT,
+            ),
+        ),
+    ],
+)
+def test_a_refused_envelope_then_a_hang_up_is_still_a_refusal(
+    smtp_server_factory: ServerFactory,
+    pool_factory: PoolFactory,
+    mode: str,
+    command: str,
+    expected: tuple[Any, ...],
+) -> None:
+    """A 5xx and then the connection closed (an Exim ACL "drop"): smtplib stops
+    at the refusal, so the pipelined commands lost after it change nothing. Not
+    a lost session to resend, nor, with chunking, an unknown outcome. (With more
+    recipients to go after a refused one, smtplib too meets the closed session.)
+    """
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+    server.on(command, "550 5.7.1 go away", close=True, times=1)
+
+    assert outcome(pool, ["a@example.test"]) == expected
+
+    assert pool.stats().retries == 0
+    assert len(server.sessions) == 1
+    assert len(server.messages) == 0
