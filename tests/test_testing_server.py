@@ -185,3 +185,76 @@ def test_reset_after_a_reply_waits_for_the_client(
     assert smtp_server.messages == []
     smtp_server.wait_for_sessions_closed()
     assert smtp_server.sessions[0].replies[-1] == 354, "nothing read past the reset"
+
+
+BODY = b"Subject: hi\r\nMessage-ID: <chunked@x>\r\n\r\nhello\r\n"
+
+
+def chunking_client(server: SMTPTestServer) -> smtplib.SMTP:
+    client = plain_client(server)
+    client.ehlo("client.example.test")
+    assert client.has_extn("chunking")
+    client.mail("s@example.test")
+    client.rcpt("r@example.test")
+    return client
+
+
+def test_bdat_in_chunks(smtp_server_factory: Callable[..., SMTPTestServer]) -> None:
+    """RFC 3030: chunks add up to one message; RSET throws the chunks away."""
+    server = smtp_server_factory(chunking=True)
+    client = chunking_client(server)
+    client.send(b"BDAT 4\r\nlost")
+    assert client.getreply()[0] == 250
+    assert client.rset()[0] == 250
+    client.mail("s@example.test")
+    client.rcpt("r@example.test")
+
+    head, tail = BODY[:10], BODY[10:]
+    client.send(b"BDAT %d\r\n%s" % (len(head), head))
+    assert client.getreply()[0] == 250
+    client.send(b"BDAT %d LAST\r\n%s" % (len(tail), tail))
+    assert client.getreply()[0] == 250
+    client.quit()
+
+    assert [message.data for message in server.messages] == [BODY]
+    assert server.sessions[0].commands.count("BDAT") == 3
+
+
+def test_a_scripted_reply_to_bdat_still_reads_the_chunk(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+) -> None:
+    """The chunk's bytes are never taken for commands."""
+    server = smtp_server_factory(chunking=True)
+    server.on("BDAT", "452 4.3.1 not now", times=1)
+    client = chunking_client(server)
+
+    client.send(b"BDAT %d LAST\r\n%s" % (len(BODY), BODY))
+    assert client.getreply()[0] == 452
+    assert client.rset()[0] == 250
+    client.quit()
+
+    assert server.messages == []
+    assert server.sessions[0].replies[-3:] == (452, 250, 221)
+
+
+def test_nothing_sent_after_a_closing_reply_is_taken(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+) -> None:
+    """close=True: the commands the client had pipelined behind the scripted one
+    are not run, so no message is kept from a session the client saw end."""
+    server = smtp_server_factory(chunking=True)
+    server.on("RCPT", "421 4.3.2 shutting down", close=True)
+    client = plain_client(server)
+    client.ehlo("client.example.test")
+
+    client.send(
+        b"MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\n"
+        b"BDAT %d LAST\r\n%s" % (len(BODY), BODY)
+    )
+    assert client.getreply()[0] == 250
+    assert client.getreply()[0] == 421
+    client.close()
+
+    server.wait_for_sessions_closed()
+    assert server.messages == []
+    assert server.sessions[0].commands == ("EHLO", "MAIL", "RCPT")

@@ -117,6 +117,11 @@ class _Rule:
     seen: dict[int | None, int] = attrs.field(factory=dict)
     used: int = 0
 
+    @property
+    def stops_reading(self) -> bool:
+        """Tell whether the rule ends the session or never answers."""
+        return self.drop or self.reset or self.hang
+
     def claims(self, command: str, session_id: int) -> bool:
         """Count this occurrence and tell whether the rule answers it."""
         if self.command not in (command, _ANY):
@@ -657,8 +662,13 @@ class _ScriptedSMTP(SMTP):
             rule = self._owner._seen(self.record, verb)
             if rule is None:
                 await method(arg)
-            else:
-                await self._answer(rule, lambda: method(arg))
+                return
+
+            size = _chunk_size(arg) if verb == "BDAT" else -1
+            if size >= 0 and rule.reply is not None and not rule.stops_reading:
+                # The chunk follows the command whatever the reply: read past it.
+                await self._reader.readexactly(size)
+            await self._answer(rule, lambda: method(arg))
 
         return run
 
@@ -683,6 +693,8 @@ class _ScriptedSMTP(SMTP):
             self.transport = None
         elif rule.close:
             self.close_soon()
+            # Nothing the client sent after this command is taken any more.
+            self.transport = None
 
     async def smtp_BDAT(self, arg: str | None) -> None:
         """``BDAT <size> [LAST]`` (RFC 3030): the chunk is always read in full,
@@ -692,13 +704,13 @@ class _ScriptedSMTP(SMTP):
         if not self._owner.chunking:
             await self.push('500 Error: command "BDAT" not recognized')
             return
-        if not words or not words[0].isdigit() or (len(words) > 1 and not last):
+        if _chunk_size(arg) < 0 or (len(words) > 1 and not last):
             # The size is unknown, so the rest of the stream cannot be trusted.
             await self.push("501 Syntax: BDAT <size> [LAST]")
             self.close_soon()
             return
 
-        chunk = await self._reader.readexactly(int(words[0]))
+        chunk = await self._reader.readexactly(_chunk_size(arg))
         if await self.check_helo_needed() or await self.check_auth_needed("BDAT"):
             return
         assert self.envelope is not None
@@ -765,6 +777,12 @@ class _ScriptedSMTP(SMTP):
             _reset(self._original_transport or transport)
         else:
             transport.close()
+
+
+def _chunk_size(arg: str | None) -> int:
+    """The size a BDAT command announces, or -1 if it announces none."""
+    words = (arg or "").split()
+    return int(words[0]) if words and words[0].isdigit() else -1
 
 
 def _reset(transport: asyncio.BaseTransport) -> None:
