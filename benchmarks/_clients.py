@@ -210,8 +210,3 @@ CLIENTS: dict[str, type[Client]] = {
     "django": Django,
     "flask-mail": FlaskMail,
 }
-
-
-def has_option(name: str) -> bool:
-    """Whether this smtppool's PoolConfig knows a setting (e.g. ``chunking``)."""
-    return name in attrs.fields_dict(smtppool.PoolConfig)

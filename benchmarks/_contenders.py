@@ -19,7 +19,6 @@ from typing import Any
 
 import attrs
 
-from ._clients import has_option
 from ._sinks import Target
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -101,12 +100,6 @@ def run_json(argv: list[str], target: Target) -> dict[str, Any]:
     return result
 
 
-def _no_chunking() -> str | None:
-    if has_option("chunking"):
-        return None
-    return "this smtppool has no chunking option (PoolConfig has no field chunking)"
-
-
 def _not_installed(module: str, package: str) -> Callable[[], str | None]:
     def missing() -> str | None:
         if importlib.util.find_spec(module) is not None:
@@ -142,12 +135,13 @@ PERSISTENT = "smtplib persistent"
 DJANGO = "Django per message"
 FLASK_MAIL = "Flask-Mail per message"
 NODEMAILER = "Nodemailer pool"
+CHUNKING = "smtppool (chunking)"
 
 CONTENDERS = {
     c.name: c
     for c in (
         Contender(SMTPPOOL, "pooled"),
-        Contender("smtppool (chunking)", "pooled", {"chunking": True}, _no_chunking),
+        Contender(CHUNKING, "pooled", {"chunking": True}),
         Contender(PERSISTENT, "persistent"),
         Contender(DJANGO, "django", missing=_not_installed("django", "Django")),
         Contender(

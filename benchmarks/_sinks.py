@@ -182,8 +182,9 @@ def _serve(tls_dir: Path | None) -> None:
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         auth = (USERNAME, PASSWORD)
 
+    # CHUNKING too, so that smtppool's chunking=True has something to use.
     server = SMTPTestServer(
-        tls_context=context, auth=auth, require_auth=auth is not None
+        tls_context=context, auth=auth, require_auth=auth is not None, chunking=True
     )
     with server:
         print(f"PORT {server.port}", flush=True)
