@@ -58,9 +58,9 @@ METHOD = [
     "RTT: an asyncio proxy in its own process holds each chunk rtt/2 in each "
     "direction, and connects to the sink 1.5 x rtt after accepting (TCP handshake)",
     "STARTTLS+AUTH sink: the smtppool test server (aiosmtpd, Python) in its own "
-    "process; it does not advertise PIPELINING, so no contender pipelines there "
-    "(RFC 2920 section 3); plain sink: Postfix's smtp-sink when present, which "
-    "advertises PIPELINING and not CHUNKING",
+    "process, which advertises PIPELINING and CHUNKING; plain sink: Postfix's "
+    "smtp-sink when present, which advertises PIPELINING and not CHUNKING. "
+    "smtppool (chunking) is smtppool with chunking=True",
 ]
 
 

@@ -156,3 +156,24 @@ def pool_factory(
     yield make
     for pool in pools:
         pool.close()
+
+
+def assert_in_sequence(server: SMTPTestServer) -> None:
+    """The strict server refused no command as out of sequence (503), but for the
+    rest of a pipelined group whose sender or every recipient was refused, which
+    the client had sent before it could know (RFC 2920 section 3.1); a server
+    without PIPELINING never got a command before it had answered the last."""
+    for session in server.sessions:
+        if not server.pipelining:
+            assert session.pipelined == 0, session
+        sender_ok = recipient_ok = False
+        # replies[0] is the greeting; replies[n + 1] answers commands[n].
+        for command, reply in zip(session.commands, session.replies[1:], strict=False):
+            if command == "MAIL":
+                sender_ok, recipient_ok = reply == 250, False
+            elif command == "RCPT":
+                recipient_ok = recipient_ok or reply in (250, 251)
+            if reply == 503:
+                assert server.pipelining, session
+                assert command in ("RCPT", "DATA", "BDAT"), session
+                assert not (sender_ok and recipient_ok), session

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from smtppool import ConnectionFailed, PoolTimeout, SMTPPool
+from smtppool import ConnectionFailed, DeliveryUnknown, PoolTimeout, SMTPPool
 from smtppool._session import forget_local_hostname
 from smtppool.testing import SMTPTestServer
 
@@ -205,3 +205,35 @@ def test_f10_no_lookup_with_local_hostname(
     assert run_threads(5, lambda _: pool.send_message(make_message())) == []
     assert len(smtp_server.messages) == 5
     assert slow_fqdn == []
+
+
+def test_a_send_waiting_on_the_server_holds_no_lock(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """While one thread waits for the reply to its final dot, others take
+    sessions, send and read the stats: no lock is held across network I/O."""
+    pool = pool_factory(max_size=2, timeout=30)
+    smtp_server.on(".", hang=True, times=1)
+    stuck = make_message()
+    outcome: list[BaseException] = []
+
+    def send_stuck() -> None:
+        try:
+            pool.send_message(stuck)
+        except DeliveryUnknown as exc:
+            outcome.append(exc)
+
+    slow = threading.Thread(target=send_stuck, daemon=True)
+    slow.start()
+    smtp_server.wait_until(lambda: smtp_server.deliveries(stuck["Message-ID"]) == 1)
+
+    msg = make_message()
+    pool.send_message(msg)
+    stats = pool.stats()
+
+    assert slow.is_alive(), "the stuck send finished early; test proves nothing"
+    assert smtp_server.deliveries(msg["Message-ID"]) == 1
+    assert (stats.in_use, stats.idle) == (1, 1)
+    smtp_server.stop()  # the stuck send now hears nothing more: unknown
+    slow.join(timeout=10)
+    assert isinstance(outcome[0], DeliveryUnknown)

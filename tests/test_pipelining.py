@@ -16,7 +16,7 @@ import pytest
 from smtppool import DeliveryUnknown, SMTPPool, Stage
 from smtppool.testing import SMTPTestServer
 
-from .conftest import make_message
+from .conftest import assert_in_sequence, make_message
 
 ServerFactory = Callable[..., SMTPTestServer]
 PoolFactory = Callable[..., SMTPPool]
@@ -51,21 +51,6 @@ def outcome(pool: SMTPPool, recipients: list[str] = RECIPIENTS) -> tuple[Any, ..
             exc.stage,  # type: ignore[attr-defined]
         )
     return ("delivered", refused)
-
-
-def assert_in_step(server: SMTPTestServer) -> None:
-    """Only the rest of a pipelined group whose envelope was refused got 503, and
-    the session carried on: the next message went out on it."""
-    for session in server.sessions:
-        sender_ok = recipient_ok = False
-        for command, reply in zip(session.commands, session.replies[1:], strict=False):
-            if command == "MAIL":
-                sender_ok, recipient_ok = reply == 250, False
-            elif command == "RCPT":
-                recipient_ok = recipient_ok or reply in (250, 251)
-            if reply == 503:
-                assert not (sender_ok and recipient_ok), session
-                assert command in ("RCPT", "DATA", "BDAT"), session
 
 
 # Scripted replies, and what smtplib's own sendmail makes of them.
@@ -128,7 +113,7 @@ def test_every_reply_combination_gives_what_smtplib_gives(
     server.clear_rules()
     assert outcome(pool) == ("delivered", {})
     assert len(server.sessions) == 1
-    assert_in_step(server)
+    assert_in_sequence(server)
 
 
 @pytest.mark.parametrize("mode", ["lockstep", "pipelining"])
@@ -144,7 +129,7 @@ def test_a_refused_data_command_is_reported_as_smtplib_does(
     assert outcome(pool) == ("delivered", {})
     assert len(server.sessions) == 1
     assert len(server.messages) == 1
-    assert_in_step(server)
+    assert_in_sequence(server)
 
 
 def test_a_server_without_pipelining_never_gets_a_command_early(

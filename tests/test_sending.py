@@ -30,7 +30,7 @@ from smtppool.exceptions import (
 )
 from smtppool.testing import SMTPTestServer
 
-from .conftest import make_message
+from .conftest import assert_in_sequence, make_message
 
 PoolFactory = Callable[..., SMTPPool]
 
@@ -54,26 +54,6 @@ def smtp_server(
     """Every test here runs against a server that offers PIPELINING, as real ones
     do, and against one that does not, which smtplib's own sendmail serves."""
     return smtp_server_factory(pipelining=request.param == "pipelining")
-
-
-def assert_in_sequence(server: SMTPTestServer) -> None:
-    """The strict server refused no command as out of sequence (503), except the
-    rest of a pipelined group whose sender or every recipient was refused, which
-    the client had sent before it could know (RFC 2920 section 3.1)."""
-    for session in server.sessions:
-        if not server.pipelining:
-            assert session.pipelined == 0, session
-        sender_ok = recipient_ok = False
-        # replies[0] is the greeting; replies[n + 1] answers commands[n].
-        for command, reply in zip(session.commands, session.replies[1:], strict=False):
-            if command == "MAIL":
-                sender_ok, recipient_ok = reply == 250, False
-            elif command == "RCPT":
-                recipient_ok = recipient_ok or reply in (250, 251)
-            if reply == 503:
-                assert server.pipelining, session
-                assert not (sender_ok and recipient_ok), session
-                assert command in ("RCPT", "DATA", "BDAT"), session
 
 
 @pytest.mark.parametrize("close", [True, False], ids=["then-closes", "stays-open"])

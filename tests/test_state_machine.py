@@ -14,10 +14,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from smtppool import Connection, PoolClosed, SMTPPool
+from smtppool import (
+    Connection,
+    PermanentError,
+    PoolClosed,
+    SMTPPool,
+    TransientError,
+)
 from smtppool.testing import SMTPTestServer
 
-from .conftest import FakeClock, in_child, make_message
+from .conftest import FakeClock, assert_in_sequence, in_child, make_message
 
 MAX_SIZE = 3
 
@@ -96,6 +102,18 @@ class PoolMachine(RuleBasedStateMachine):
         self.pool.send_message(msg)
         self.sent.append(msg["Message-ID"])
 
+    @precondition(lambda self: not self.closed and len(self.held) < MAX_SIZE)
+    @rule(
+        command=st.sampled_from(["MAIL", "RCPT", "DATA", "."]),
+        transient=st.booleans(),
+    )
+    def a_send_is_refused(self, command: str, transient: bool) -> None:
+        reply = "451 4.3.0 try later" if transient else "550 5.7.1 refused"
+        self.server.on(command, reply, times=1)
+        with pytest.raises(TransientError if transient else PermanentError):
+            self.pool.send_message(make_message())
+        self.server.clear_rules()
+
     # The world changing
 
     @rule(seconds=st.floats(min_value=0, max_value=40))
@@ -154,6 +172,10 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.idle + stats.in_use == stats.size
         assert stats.created - stats.closed.total == len(sessions)
         assert stats.waiting == 0
+
+    @invariant()
+    def commands_stay_in_sequence(self) -> None:
+        assert_in_sequence(self.server)
 
     @invariant()
     def every_message_is_delivered_once(self) -> None:
