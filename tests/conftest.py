@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from smtppool import SMTPPool
-from smtppool.testing import ReceivedMessage, SMTPTestServer
+from smtppool.testing import ReceivedMessage, SessionRecord, SMTPTestServer
 
 _ids = itertools.count(1)
 
@@ -167,8 +167,7 @@ def assert_in_sequence(server: SMTPTestServer) -> None:
         if not server.pipelining:
             assert session.pipelined == 0, session
         sender_ok = recipient_ok = False
-        # replies[0] is the greeting; replies[n + 1] answers commands[n].
-        for command, reply in zip(session.commands, session.replies[1:], strict=False):
+        for command, reply in answered(session):
             if command == "MAIL":
                 sender_ok, recipient_ok = reply == 250, False
             elif command == "RCPT":
@@ -177,3 +176,15 @@ def assert_in_sequence(server: SMTPTestServer) -> None:
                 assert server.pipelining, session
                 assert command in ("RCPT", "DATA", "BDAT"), session
                 assert not (sender_ok and recipient_ok), session
+
+
+def answered(session: SessionRecord) -> Iterator[tuple[str, int]]:
+    """Each command of a session with the code of the server's reply to it."""
+    replies = iter(session.replies[1:])  # after the greeting
+    for command in session.commands:
+        reply = next(replies, None)
+        if reply is None:
+            return
+        yield command, reply
+        if command == "DATA" and reply == 354:
+            next(replies, None)  # the reply to the final dot, which is no command

@@ -380,3 +380,21 @@ def test_a_refused_envelope_then_a_hang_up_is_still_a_refusal(
     assert pool.stats().retries == 0
     assert len(server.sessions) == 1
     assert len(server.messages) == 0
+
+
+def test_refusals_in_a_row_keep_the_session_in_sequence(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """A refused message, then a refused sender whose pipelined RCPT and DATA
+    the server answers with 503, then a delivery: all on one session."""
+    pool = pool_factory()
+    for command in (".", "MAIL"):
+        smtp_server.on(command, "550 5.7.1 refused", times=1)
+        with pytest.raises(smtplib.SMTPResponseException):
+            pool.send_message(make_message())
+
+    pool.send_message(make_message())
+
+    assert len(smtp_server.sessions) == 1
+    assert smtp_server.sessions[0].replies.count(503) == 2
+    assert_in_sequence(smtp_server)
