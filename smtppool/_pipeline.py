@@ -88,58 +88,40 @@ def sendmail(
     ]
 
     if chunked:
-        return _send_chunked(smtp, from_addr, recipients, commands, body)
-    return _send_with_data(smtp, from_addr, recipients, commands, body)
-
-
-def _send_with_data(
-    smtp: StagedSMTP,
-    from_addr: str,
-    recipients: list[str],
-    commands: list[bytes],
-    body: bytes,
-) -> Refused:
-    """MAIL, RCPT and DATA in one write; the body after the 354."""
-    smtp.stage = Stage.MAIL
-    smtp.send(b"".join([*commands, b"DATA\r\n"]))
+        _write_with_body(smtp, commands, body)
+    else:
+        smtp.stage = Stage.MAIL
+        smtp.send(b"".join([*commands, b"DATA\r\n"]))
 
     mail, refused, closing = _read_envelope_replies(smtp, recipients)
     failure = _envelope_failure(mail, refused, recipients, from_addr)
-    smtp.stage = Stage.DATA
     if failure is not None:
-        _give_up(smtp, failure, closing=closing, in_data=True)
+        _give_up(smtp, failure, closing=closing, in_data=not chunked)
 
-    data = smtp.getreply()
-    if data[0] != 354:
-        # smtplib's data() raises here and leaves the transaction to the caller.
-        raise smtplib.SMTPDataError(*data)
-
-    smtp.send(_dot_stuffed(body))
+    if not chunked:
+        _send_data(smtp, body)
     return _check_final_reply(smtp, smtp.getreply(), refused)
 
 
-def _send_chunked(
-    smtp: StagedSMTP,
-    from_addr: str,
-    recipients: list[str],
-    commands: list[bytes],
-    body: bytes,
-) -> Refused:
-    """MAIL, RCPT and ``BDAT <size> LAST`` with the body, all in one write."""
+def _write_with_body(smtp: StagedSMTP, commands: list[bytes], body: bytes) -> None:
+    """MAIL, RCPT and ``BDAT <size> LAST`` with the body, all in one write. A
+    refused envelope makes the server read the chunk and drop it (RFC 3030
+    section 3)."""
     if not body.endswith(CRLF):
         # As smtplib's data() does, so that both paths deliver the same bytes.
         body += CRLF
     smtp.stage = Stage.BODY
     smtp.send(b"".join([*commands, b"BDAT %d LAST\r\n" % len(body), body]))
 
-    mail, refused, closing = _read_envelope_replies(smtp, recipients)
-    failure = _envelope_failure(mail, refused, recipients, from_addr)
-    if failure is not None:
-        # The server reads the chunk and drops it (RFC 3030 section 3): there is
-        # no data phase left to end.
-        _give_up(smtp, failure, closing=closing, in_data=False)
 
-    return _check_final_reply(smtp, smtp.getreply(), refused)
+def _send_data(smtp: StagedSMTP, body: bytes) -> None:
+    """Read the reply to the pipelined DATA, and send the body after a 354."""
+    smtp.stage = Stage.DATA
+    reply = smtp.getreply()
+    if reply[0] != 354:
+        # smtplib's data() raises here and leaves the transaction to the caller.
+        raise smtplib.SMTPDataError(*reply)
+    smtp.send(_dot_stuffed(body))
 
 
 def _read_envelope_replies(
