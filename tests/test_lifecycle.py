@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import smtplib
 from collections.abc import Callable
@@ -66,6 +67,28 @@ def test_no_noop_within_validate_after(
 
     assert smtp_server.count("NOOP") == 0
     assert pool.stats().noops == 0
+
+
+def test_a_warm_send_is_three_commands_in_two_writes_and_no_log_line(
+    smtp_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hot path: MAIL, RCPT and DATA pipelined, then the body; no NOOP, no
+    RSET, and nothing logged even at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="smtppool")
+    pool = pool_factory()
+    pool.send_message(make_message())
+    caplog.clear()
+    before = smtp_server.sessions[0].commands
+
+    for _ in range(5):
+        pool.send_message(make_message())
+
+    (session,) = smtp_server.sessions
+    assert session.commands[len(before) :] == ("MAIL", "RCPT", "DATA") * 5
+    assert session.pipelined == 2 * 6
+    assert caplog.records == []
 
 
 def test_noop_after_validate_after(
