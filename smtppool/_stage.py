@@ -10,17 +10,19 @@ class Stage(str, enum.Enum):
 
     Up to and including ``BODY`` the server cannot have accepted the message: it
     takes responsibility for it only when it answers the final dot with 250
-    (RFC 5321 section 4.1.1.4). The body and the final dot go out in one write, so
-    a write that fails leaves the dot unsent.
+    (RFC 5321 section 4.1.1.4), or the last BDAT chunk (RFC 3030). The body and
+    its end go out in one write, so a write that fails leaves the end unsent.
+    With CHUNKING the envelope goes in that write too, so its replies come after
+    ``DOT_WRITTEN``.
     """
 
     CONNECT = "connect"  # opening the session: greeting, EHLO, STARTTLS, AUTH
     MAIL = "mail"  # MAIL FROM sent (or the RSET before it)
     RCPT = "rcpt"  # RCPT TO sent
     DATA = "data"  # DATA sent, waiting for 354
-    BODY = "body"  # writing the message and its final dot
-    DOT_WRITTEN = "dot_written"  # final dot written, waiting for the reply
-    REPLIED = "replied"  # the reply to the final dot was read
+    BODY = "body"  # writing the message and its final dot (or BDAT LAST chunk)
+    DOT_WRITTEN = "dot_written"  # the end written, waiting for a reply
+    REPLIED = "replied"  # a reply after the end was written was read
 
     @property
     def is_before_dot(self) -> bool:
