@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 check: test lint typecheck
 
 # Benchmarks (see README, "Benchmarks"): never part of `make test` or CI. Each run
-# appends a Markdown report to benchmarks/results/.
+# writes a new Markdown report to benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 

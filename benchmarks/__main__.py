@@ -107,8 +107,7 @@ def main() -> None:
         minutes=(time.monotonic() - started) / 60,
     )
     text = _report.render(run)
-    kind = "-quick" if args.quick else ""
-    path = args.output or RESULTS / f"{date}-{socket.gethostname()}{kind}.md"
+    path = args.output or _new_report_path(date, quick=args.quick)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print()
@@ -116,11 +115,23 @@ def main() -> None:
     print(f"written to {path}")
 
 
+def _new_report_path(date: str, *, quick: bool) -> Path:
+    """``<date>-<host>[-quick].md`` in the results folder, numbered rather than
+    written over a report already there (the docs cite those by name)."""
+    stem = f"{date}-{socket.gethostname()}{'-quick' if quick else ''}"
+    path = RESULTS / f"{stem}.md"
+    number = 2
+    while path.exists():
+        path = RESULTS / f"{stem}-{number}.md"
+        number += 1
+    return path
+
+
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="a 1-2 minute run")
+    parser.add_argument("--quick", action="store_true", help="a run of about a minute")
     parser.add_argument("--rounds", type=int, help="default 5, 2 with --quick")
     parser.add_argument(
         "--messages", type=int, help="per loopback run (default 1500, 300 quick)"
@@ -131,7 +142,9 @@ def _parse() -> argparse.Namespace:
         help="messages per thread per run at 10 ms RTT, fewer at longer RTTs "
         "(default 20, 8 quick)",
     )
-    parser.add_argument("--threads", type=_numbers, default=(1, 4, 16))
+    parser.add_argument(
+        "--threads", type=_numbers, default=(1, 4, 16), help="default 1,4,16"
+    )
     parser.add_argument("--rtt", type=_numbers, help="ms; default 0,10,50 (0,10 quick)")
     parser.add_argument(
         "--only",

@@ -112,7 +112,7 @@ def _not_installed(module: str, package: str) -> Callable[[], str | None]:
 def _no_nodemailer() -> str | None:
     """Check node and npm, installing the pinned Nodemailer on first use."""
     if shutil.which("node") is None:
-        return "node not found (Debian package nodejs, or make bench-deps)"
+        return "node not found: install Debian's nodejs and npm, then make bench-deps"
     if (NODE_DIR / "node_modules" / "nodemailer").is_dir():
         return None
     npm = shutil.which("npm")

@@ -25,7 +25,8 @@ from typing import Any
 import attrs
 from typing_extensions import Self
 
-SMTP_SINK = "/usr/sbin/smtp-sink"
+# Debian installs it in /usr/sbin, which is not on every user's PATH.
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 USERNAME = "bench"
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway login for a local test server
 

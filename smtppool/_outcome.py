@@ -200,7 +200,7 @@ def delivery_unknown(
     """The error for a session lost after the final dot was written."""
     named = message_id or "the message (it has no Message-ID)"
     error = DeliveryUnknown(
-        f"pool {pool!r}: no reply from {address} after the final dot "
+        f"pool {pool!r}: no reply from {address} after the end of the message "
         f"({type(exc).__name__}); {named} may have been delivered, so it was not "
         "sent again"
     )
