@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import _report, _scenarios, _sinks
-from ._contenders import CONTENDERS, NODE_DIR
+from ._contenders import CONTENDERS, NODE_DIR, WARM_UP
 from ._report import Run
 from ._scenarios import Settings
 
@@ -38,11 +38,15 @@ METHOD = [
     "every run is a fresh process; contenders alternate within each round, in an "
     "order rotated each round; medians over rounds",
     "`smtppool ÷ this` is smtppool's msg/s over the contender's: above 1 means "
-    "smtppool is faster (median of the per-round ratios)",
-    "warm: before the clock starts, smtppool opens max_size = threads sessions, "
-    "smtplib connects (and logs in) once per thread, Nodemailer sends one message "
-    "per connection; Django and Flask-Mail send one message, then open a new "
-    "session for every message as they do in use",
+    "smtppool is faster (median of the per-round ratios); msg/s counts only the "
+    "messages that went out. A target met in some rounds and not in others is "
+    "within noise",
+    "warm: before the clock starts, smtppool, smtplib and Nodemailer open all "
+    f"their connections (one per thread) and send {WARM_UP} messages on each, on "
+    "loopback as many as the timed run (Node.js's JIT takes hundreds of messages "
+    "to settle, and on loopback CPU is what is measured); these count towards "
+    "max_messages on both pools. Django and Flask-Mail send one message, then "
+    "open a new session for every message as they do in use",
     "smtppool uses its defaults (validate_after=1 s, max_messages=100); "
     "Nodemailer uses pool: true, maxConnections = threads, maxMessages = 100 "
     "(smtppool's default, so both recycle sessions equally often)",

@@ -29,13 +29,18 @@ class Client:
     """One contender in one worker process; the harness calls ``warm`` once, then
     ``start_thread``, ``send`` and ``stop_thread`` from each sending thread."""
 
-    def __init__(self, target: Target, threads: int, options: dict[str, object]):
+    def __init__(
+        self, target: Target, threads: int, options: dict[str, object], warm_up: int
+    ):
         self.target = target
         self.threads = threads
         self.options = options
+        # Messages to send on each kept-open connection before the clock starts.
+        self.warm_up = warm_up
 
     def warm(self) -> None:
-        """Send one message, so that imports and settings are not timed."""
+        """Send one message, so that imports and settings are not timed. A
+        contender that opens a session per message keeps none to warm."""
         self.send(-1)
 
     def start_thread(self) -> None:
@@ -61,8 +66,10 @@ def client_context(target: Target) -> ssl.SSLContext | None:
 class Pooled(Client):
     """``SMTPPool.send_message`` from every thread, max_size = threads."""
 
-    def __init__(self, target: Target, threads: int, options: dict[str, object]):
-        super().__init__(target, threads, options)
+    def __init__(
+        self, target: Target, threads: int, options: dict[str, object], warm_up: int
+    ):
+        super().__init__(target, threads, options, warm_up)
         self.pool = smtppool.SMTPPool(
             target.host,
             target.port,
@@ -78,8 +85,12 @@ class Pooled(Client):
     def warm(self) -> None:
         # Hold every slot at once, so that all max_size sessions get opened.
         with contextlib.ExitStack() as stack:
-            for _ in range(self.threads):
-                stack.enter_context(self.pool.connection())
+            connections = [
+                stack.enter_context(self.pool.connection()) for _ in range(self.threads)
+            ]
+            for conn in connections:
+                for n in range(self.warm_up):
+                    conn.send_message(build_message(-1 - n))
 
     def send(self, n: int) -> None:
         self.pool.send_message(build_message(n))
@@ -91,8 +102,10 @@ class Pooled(Client):
 class Persistent(Client):
     """One ``smtplib.SMTP`` per thread: connect (and log in) once, send, quit."""
 
-    def __init__(self, target: Target, threads: int, options: dict[str, object]):
-        super().__init__(target, threads, options)
+    def __init__(
+        self, target: Target, threads: int, options: dict[str, object], warm_up: int
+    ):
+        super().__init__(target, threads, options, warm_up)
         self.local = threading.local()
 
     def warm(self) -> None:
@@ -103,6 +116,8 @@ class Persistent(Client):
         if self.target.tls:
             smtp.starttls(context=client_context(self.target))
             smtp.login(self.target.username or "", self.target.password or "")
+        for n in range(self.warm_up):
+            smtp.send_message(build_message(-1 - n))
         self.local.smtp = smtp
 
     def send(self, n: int) -> None:
@@ -119,8 +134,10 @@ class Django(Client):
     what ``SSL_CERT_FILE`` names: the worker is started with it set to the CA.
     """
 
-    def __init__(self, target: Target, threads: int, options: dict[str, object]):
-        super().__init__(target, threads, options)
+    def __init__(
+        self, target: Target, threads: int, options: dict[str, object], warm_up: int
+    ):
+        super().__init__(target, threads, options, warm_up)
         import django  # noqa: PLC0415
         from django.conf import settings  # noqa: PLC0415
 
@@ -154,8 +171,10 @@ class FlaskMail(Client):
     the server's certificate at all; nothing needs to trust the CA.
     """
 
-    def __init__(self, target: Target, threads: int, options: dict[str, object]):
-        super().__init__(target, threads, options)
+    def __init__(
+        self, target: Target, threads: int, options: dict[str, object], warm_up: int
+    ):
+        super().__init__(target, threads, options, warm_up)
         import flask  # noqa: PLC0415
         import flask_mail  # noqa: PLC0415
 

@@ -21,6 +21,7 @@ from ._contenders import (
     NODEMAILER,
     PERSISTENT,
     SMTPPOOL,
+    WARM_UP,
     Sample,
     run_json,
     worker_argv,
@@ -41,6 +42,7 @@ class Scenario:
     rtt: float  # milliseconds; 0 connects straight to the sink
     threads: int
     messages: int  # per run, over all threads
+    warm_up: int  # messages per connection before the clock starts
     contenders: tuple[str, ...]
 
 
@@ -65,6 +67,7 @@ def plan(settings: Settings) -> list[Scenario]:
         where = f"{rtt:g} ms RTT" if rtt else "loopback"
         for threads in settings.threads:
             messages = per_thread * threads or settings.loopback_messages
+            warm_up = WARM_UP if rtt else max(WARM_UP, messages // threads)
             scenarios.append(
                 Scenario(
                     f"{where}, plain, warm, {threads_label(threads)}",
@@ -72,6 +75,7 @@ def plan(settings: Settings) -> list[Scenario]:
                     rtt,
                     threads,
                     messages,
+                    warm_up,
                     _chosen(PLAIN, settings),
                 )
             )
@@ -83,6 +87,7 @@ def plan(settings: Settings) -> list[Scenario]:
                     rtt,
                     SECURE_THREADS,
                     per_thread * SECURE_THREADS,
+                    WARM_UP,
                     _chosen(SECURE, settings),
                 )
             )
@@ -121,7 +126,7 @@ def run(scenario: Scenario, rounds: int, sinks: Sinks) -> Outcome:
                     continue
                 try:
                     sample = CONTENDERS[name].run(
-                        target, scenario.threads, scenario.messages
+                        target, scenario.threads, scenario.messages, scenario.warm_up
                     )
                 except Exception as error:  # reported in the table; the run goes on
                     failures[name] = str(error)

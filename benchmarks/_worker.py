@@ -32,7 +32,9 @@ def send(job: dict[str, Any]) -> dict[str, Any]:
     """Time ``messages`` sends spread over ``threads`` threads, after a warm-up."""
     target = Target.from_dict(job["target"])
     threads, messages = job["threads"], job["messages"]
-    client = CLIENTS[job["client"]](target, threads, job.get("options", {}))
+    client = CLIENTS[job["client"]](
+        target, threads, job.get("options", {}), job["warm_up"]
+    )
     client.warm()
 
     # Everyone sets up, then waits at the start line; the clock runs from the

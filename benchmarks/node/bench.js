@@ -3,7 +3,8 @@
 //     node bench.js '{"target": {...}, "threads": 4, "messages": 400}'
 //
 // Sends `messages` messages with `threads` sends in flight at once over one pool
-// of `threads` connections, after a warm-up that opens every connection, and
+// of `threads` connections, after a warm-up of `warm_up` messages per connection
+// (which opens every connection and lets the JIT compile the hot code), and
 // prints one JSON line in the shape benchmarks/_worker.py prints.
 "use strict";
 
@@ -51,10 +52,14 @@ async function main() {
   const job = JSON.parse(process.argv[2]);
   const mailer = transport(job.target, job.threads);
 
-  // One send per connection at once, so that the pool opens all of them.
-  await Promise.all(
-    Array.from({ length: job.threads }, (_, i) => mailer.sendMail(message(-1 - i))),
-  );
+  // `threads` chains of sends at once, so that the pool opens every connection
+  // and each carries about `warm_up` messages before the clock starts.
+  async function warm(chain) {
+    for (let n = 0; n < job.warm_up; n++) {
+      await mailer.sendMail(message(-1 - chain * job.warm_up - n));
+    }
+  }
+  await Promise.all(Array.from({ length: job.threads }, (_, i) => warm(i)));
 
   const latencies = [];
   const errors = [];
