@@ -1,5 +1,5 @@
 """The Markdown report: the machine, the command, one table per scenario, the
-memory and checkout tables, and the issue's targets as met or not."""
+memory and checkout tables, and the project's performance goals as met or not."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def _fmt_ratio(ratio: float | None) -> str:
 
 
 def targets(outcomes: list[Outcome]) -> Iterator[tuple[str, str, str]]:
-    """The issue's targets, each as (target, measured, met?)."""
+    """The project's performance goals, each as (goal, measured, met?)."""
     for outcome in outcomes:
         scenario = outcome.scenario
         where = f"{scenario.rtt:g} ms RTT" if scenario.rtt else "loopback"
