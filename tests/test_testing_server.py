@@ -258,3 +258,17 @@ def test_nothing_sent_after_a_closing_reply_is_taken(
     server.wait_for_sessions_closed()
     assert server.messages == []
     assert server.sessions[0].commands == ("EHLO", "MAIL", "RCPT")
+
+
+def test_data_cannot_finish_a_transaction_begun_with_bdat(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+) -> None:
+    server = smtp_server_factory(chunking=True)
+    client = chunking_client(server)
+    client.send(b"BDAT 4\r\nhalf")
+    assert client.getreply()[0] == 250
+
+    assert client.docmd("DATA")[0] == 503
+    assert client.rset()[0] == 250
+    client.quit()
+    assert server.messages == []

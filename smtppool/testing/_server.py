@@ -734,6 +734,14 @@ class _ScriptedSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
         self.envelope = self._create_envelope()
 
+    async def smtp_DATA(self, arg: str) -> None:
+        # RFC 3030 section 2: once a transaction has taken BDAT chunks, DATA
+        # cannot finish it.
+        if self.envelope is not None and self._chunks_of(self.envelope):
+            await self.push("503 5.5.1 Error: BDAT in progress, DATA not allowed")
+            return
+        await super().smtp_DATA(arg)
+
     def _chunks_of(self, envelope: Envelope) -> list[bytes]:
         # Chunks belong to one transaction: RSET or a new MAIL starts afresh.
         return self._chunks if self._chunks_for is envelope else []
