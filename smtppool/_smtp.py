@@ -1,10 +1,14 @@
 """smtplib's client, taught to record how far each transaction got.
 
-smtplib's ``sendmail`` and ``send_message`` stay in charge of the protocol; these
-subclasses only watch the low-level calls they make. ``data()`` sends DATA, reads
-the 354, writes the body with the final dot in one ``send()`` and reads the reply,
-which is what tells the stages apart. That sequence is the same in every Python
-version smtppool supports; ``tests/test_sending.py`` checks the stages it yields.
+Against a server without PIPELINING, smtplib's ``sendmail`` stays in charge of the
+protocol and these subclasses only watch the low-level calls it makes: ``data()``
+sends DATA, reads the 354, writes the body with the final dot in one ``send()``
+and reads the reply, which is what tells the stages apart. That sequence is the
+same in every Python version smtppool supports. Where the server offers
+PIPELINING, ``sendmail`` hands the transaction to ``_pipeline``, which sets the
+stages itself. ``send_message`` is smtplib's in both cases and ends in
+``sendmail``; ``tests/test_sending.py`` checks the stages against both kinds of
+server.
 """
 
 from __future__ import annotations
