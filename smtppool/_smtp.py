@@ -14,7 +14,9 @@ server.
 from __future__ import annotations
 
 import contextlib
+import email.message
 import os
+import re
 import smtplib
 import weakref
 from collections.abc import Sequence
@@ -115,6 +117,19 @@ class StagedSMTP(smtplib.SMTP):
                 raise smtplib.SMTPResponseException(421, exc.smtp_error) from exc
             raise
 
+    def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        _check_headers(msg)
+        return super().send_message(
+            msg, from_addr, to_addrs, mail_options, rcpt_options
+        )
+
     def sendmail(
         self,
         from_addr: str,
@@ -124,6 +139,7 @@ class StagedSMTP(smtplib.SMTP):
         rcpt_options: Sequence[str] = (),
     ) -> dict[str, tuple[int, bytes]]:
         # send_message() ends up here too.
+        _check_addresses(from_addr, to_addrs)
         self.ehlo_or_helo_if_needed()
         if _pipeline.can_pipeline(self, to_addrs):
             return _pipeline.sendmail(
@@ -163,6 +179,43 @@ class StagedSMTP(smtplib.SMTP):
         super().send(s)
         if self.stage is Stage.BODY:
             self.stage = Stage.DOT_WRITTEN
+
+
+# A line break that does not continue the header on the next line (RFC 5322
+# section 2.2.3): anything after it would be read as a header of its own.
+_HEADER_BREAK = re.compile(r"\r\n(?![ \t])|\r(?![\n \t])|\n(?![ \t])")
+
+
+def _check_headers(msg: email.message.Message) -> None:
+    """Refuse a header whose value would start another header, before anything
+    is written. Messages built with a modern policy cannot hold one; those built
+    with ``compat32`` (``email.message.Message``) take any string."""
+    for name, value in msg.items():
+        if _HEADER_BREAK.search(name) or (
+            isinstance(value, str) and _HEADER_BREAK.search(value)
+        ):
+            raise ValueError(
+                f"the {name.strip()!r} header contains a line break that would "
+                "start a header of its own; nothing was sent"
+            )
+
+
+def _check_addresses(from_addr: str, to_addrs: str | Sequence[str]) -> None:
+    """Refuse an address with a line break before anything is written.
+
+    smtplib would not send the break either: its address parser drops the break
+    and what follows, so ``"a@example.com>\\r\\nRCPT TO:<b@example.com>"`` would
+    go out as ``<a@example.com>``, quietly not what was asked for.
+    """
+    recipients = [to_addrs] if isinstance(to_addrs, str) else to_addrs
+    for role, address in [("sender", from_addr)] + [
+        ("recipient", rcpt) for rcpt in recipients
+    ]:
+        if "\r" in address or "\n" in address:
+            raise ValueError(
+                f"the {role} address {address!r} contains a line break, which "
+                "would end the SMTP command early; nothing was sent"
+            )
 
 
 class StagedSMTP_SSL(StagedSMTP, smtplib.SMTP_SSL):

@@ -7,6 +7,7 @@ to a pool that asks for it; the caller must not be able to tell them apart.
 
 from __future__ import annotations
 
+import email.message
 import smtplib
 from collections.abc import Callable
 from typing import Any
@@ -237,7 +238,7 @@ def test_text_messages_get_crlf_line_endings_as_smtplib_gives_them(
 
 
 @pytest.mark.parametrize("mode", ["pipelining", "chunking"])
-def test_a_line_break_in_an_address_is_refused_before_anything_is_written(
+def test_a_line_break_in_an_option_is_refused_before_anything_is_written(
     smtp_server_factory: ServerFactory, pool_factory: PoolFactory, mode: str
 ) -> None:
     server = start(mode, smtp_server_factory)
@@ -398,3 +399,55 @@ def test_refusals_in_a_row_keep_the_session_in_sequence(
     assert len(smtp_server.sessions) == 1
     assert smtp_server.sessions[0].replies.count(503) == 2
     assert_in_sequence(smtp_server)
+
+
+INJECTED = "evil@example.test>\r\nRCPT TO:<victim@example.test"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("role", ["sender", "recipient"])
+def test_an_address_with_a_line_break_is_refused_before_anything_is_written(
+    smtp_server_factory: ServerFactory, pool_factory: PoolFactory, mode: str, role: str
+) -> None:
+    """smtplib would quietly send to a different address; the pool says no."""
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+    sender, recipient = "s@example.test", "r@example.test"
+    if role == "sender":
+        sender = INJECTED
+    else:
+        recipient = INJECTED
+
+    with pytest.raises(ValueError, match=f"the {role} address .* line break"):
+        pool.sendmail(sender, [recipient], b"Subject: x\r\n\r\nbody\r\n")
+
+    assert server.count("MAIL") == 0
+    pool.send_message(make_message())
+    assert len(server.messages) == 1
+    assert server.messages[0].rcpt_tos != ("victim@example.test",)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_header_that_would_start_another_is_refused(
+    smtp_server_factory: ServerFactory, pool_factory: PoolFactory, mode: str
+) -> None:
+    """A compat32 message takes any string as a header value; a line break that
+    does not fold the header would add one (here a Bcc) to what is sent."""
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+    msg = email.message.Message()
+    msg["From"] = "s@example.test"
+    msg["To"] = "r@example.test"
+    msg["Subject"] = "hello\r\nBcc: victim@example.test"
+    msg.set_payload("body\r\n")
+
+    with pytest.raises(ValueError, match="'Subject' header contains a line break"):
+        pool.send_message(msg)
+
+    assert server.count("MAIL") == 0
+    folded = email.message.Message()
+    folded["From"], folded["To"] = "s@example.test", "r@example.test"
+    folded["Subject"] = "a long subject\r\n folded onto a second line"
+    folded.set_payload("body\r\n")
+    pool.send_message(folded)
+    assert len(server.messages) == 1
