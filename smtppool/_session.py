@@ -286,6 +286,15 @@ def _handshake(
     _greet(smtp)
 
     if config.security == "starttls":
+        if not smtp.has_extn("starttls"):
+            # Going on in clear text would send the password and the mail
+            # unprotected (RFC 3207 section 4): stop, and say what to change.
+            raise smtplib.SMTPNotSupportedError(
+                f"{config.address} does not offer STARTTLS, and security="
+                "'starttls' will not go on without it: use the server's TLS port "
+                "(465, security='ssl'), or security='none' only for a relay you "
+                "trust on a network you trust"
+            )
         smtp.starttls(context=context)
         # RFC 3207 section 4.2: forget what the server said before TLS and ask again.
         _greet(smtp)

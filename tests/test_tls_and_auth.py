@@ -143,3 +143,23 @@ def test_the_default_context_is_made_once_per_pool(
     assert len(server.messages) == 2
     with pytest.raises(ssl.SSLCertVerificationError):
         pool_factory(server, security="starttls").send_message(make_message())
+
+
+def test_starttls_required_and_not_offered_stops_before_any_secret(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server without STARTTLS: no AUTH, no MAIL in clear text, and an error
+    that says what to change."""
+    server = smtp_server_factory(auth=("app", PASSWORD))
+    pool = pool_factory(server, security="starttls", username="app", password=PASSWORD)
+
+    with pytest.raises(smtplib.SMTPNotSupportedError, match="does not offer STARTTLS"):
+        pool.send_message(make_message())
+
+    (session,) = server.sessions
+    assert session.commands == ("EHLO",)
+    assert server.messages == []
+    assert pool.stats().size == 0
+    assert PASSWORD not in caplog.text
