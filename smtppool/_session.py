@@ -249,6 +249,18 @@ class Session:
         self.smtp.abandon()
 
 
+# How OpenSSL reports a TLS handshake answered with an SMTP greeting in clear text,
+# depending on its version.
+_PLAIN_TEXT_ANSWERS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+    }
+)
+
+
 def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
     """Open the TCP (or TLS) connection and read the greeting.
 
@@ -257,22 +269,42 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
     """
     hostname = config.local_hostname or default_local_hostname()
     if config.security == "ssl":
-        smtp: StagedSMTP = StagedSMTP_SSL(
-            config.host,
-            config.port,
-            local_hostname=hostname,
-            timeout=config.timeout,
-            source_address=config.source_address,
-            context=context,
-        )
+        try:
+            smtp: StagedSMTP = StagedSMTP_SSL(
+                config.host,
+                config.port,
+                local_hostname=hostname,
+                timeout=config.timeout,
+                source_address=config.source_address,
+                context=context,
+            )
+        except ssl.SSLError as exc:
+            if exc.reason not in _PLAIN_TEXT_ANSWERS:
+                raise
+            raise ssl.SSLError(
+                exc.errno,
+                f"{config.address} answered the TLS handshake in plain text: this "
+                "port does not speak TLS from the first byte; use "
+                "security='starttls' (usually port 587), not 'ssl'",
+            ) from exc
     else:
-        smtp = StagedSMTP(
-            config.host,
-            config.port,
-            local_hostname=hostname,
-            timeout=config.timeout,
-            source_address=config.source_address,
-        )
+        try:
+            smtp = StagedSMTP(
+                config.host,
+                config.port,
+                local_hostname=hostname,
+                timeout=config.timeout,
+                source_address=config.source_address,
+            )
+        except smtplib.SMTPServerDisconnected as exc:
+            if not isinstance(exc.__context__, TimeoutError):
+                raise
+            # A server on an implicit-TLS port waits for our TLS handshake while
+            # we wait for its greeting. Not worth a second try of the same wait.
+            raise TimeoutError(
+                f"no greeting within {config.timeout:g} s; if this port expects "
+                "TLS from the first byte (usually 465), use security='ssl'"
+            ) from None
 
     smtp.pipelining = config.pipelining
     smtp.chunking = config.chunking

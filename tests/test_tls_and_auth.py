@@ -163,3 +163,42 @@ def test_starttls_required_and_not_offered_stops_before_any_secret(
     assert server.messages == []
     assert pool.stats().size == 0
     assert PASSWORD not in caplog.text
+
+
+def test_implicit_tls_against_a_plain_port_says_to_use_starttls(
+    smtp_server: SMTPTestServer,
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> None:
+    """security='ssl' meets a plain greeting: OpenSSL's WRONG_VERSION_NUMBER,
+    turned into what to change."""
+    pool = pool_factory(security="ssl", ssl_context=client_context)
+
+    with pytest.raises(ssl.SSLError, match=r"plain text.*security='starttls'") as error:
+        pool.send_message(make_message())
+
+    assert isinstance(error.value.__cause__, ssl.SSLError)
+    assert len(smtp_server.sessions) == 1
+    assert smtp_server.messages == []
+    assert pool.stats().size == 0
+
+
+def test_starttls_against_an_implicit_tls_port_says_to_use_ssl(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    """The server waits for a TLS handshake, the client for a greeting: after one
+    timeout (not one per retry), an error that says what to change."""
+    server = smtp_server_factory(tls_context=server_context, implicit_tls=True)
+    pool = pool_factory(
+        server, security="starttls", ssl_context=client_context, timeout=1
+    )
+
+    with pytest.raises(TimeoutError, match=r"no greeting within 1 s.*security='ssl'"):
+        pool.send_message(make_message())
+
+    # The implicit-TLS server records a session only once TLS is up: never here.
+    assert pool.stats().retries == 0, "a greeting that never came is not retried"
+    assert pool.stats().size == 0
