@@ -153,6 +153,7 @@ class PoolConfig:
     leak_threshold: float | None = attrs.field(
         default=None, validator=_number(minimum=0, inclusive=False, optional=True)
     )
+    allow_unencrypted_auth: bool = attrs.field(default=False, validator=_flag)
     pipelining: bool = attrs.field(default=True, validator=_flag)
     chunking: bool = attrs.field(default=False, validator=_flag)
     name: str = attrs.field(validator=_non_empty)
@@ -160,6 +161,17 @@ class PoolConfig:
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
+        if (
+            self.username is not None
+            and self.security == "none"
+            and not self.allow_unencrypted_auth
+        ):
+            raise ValueError(
+                "username and password would cross the network unencrypted with "
+                "security='none': use security='starttls' or 'ssl', or set "
+                "allow_unencrypted_auth=True for a relay you trust on a network you "
+                "trust (on localhost, say)"
+            )
         if self.chunking and not self.pipelining:
             raise ValueError("chunking sends the body pipelined; it needs pipelining")
 

@@ -82,6 +82,9 @@ class SMTPPool:
         leak_threshold: Seconds after which a connection still lent is reported
             with a warning that shows where it was taken, or None. Checked
             whenever the pool is used, and when the connection comes back.
+        allow_unencrypted_auth: Let ``security="none"`` log in, sending the
+            username and password in clear text. Off, so that a mistaken
+            ``security`` fails at construction instead of leaking the password.
         pipelining: Send MAIL, every RCPT and DATA in one write when the server
             offers PIPELINING (RFC 2920): two round trips per message instead of
             three plus one per recipient. Turn off only for a server that
@@ -124,6 +127,7 @@ class SMTPPool:
         rate_limit: int | None = None,
         rate_period: float = 1.0,
         leak_threshold: float | None = None,
+        allow_unencrypted_auth: bool = False,
         pipelining: bool = True,
         chunking: bool = False,
         name: str | None = None,
@@ -150,6 +154,7 @@ class SMTPPool:
             rate_limit=rate_limit,
             rate_period=rate_period,
             leak_threshold=leak_threshold,
+            allow_unencrypted_auth=allow_unencrypted_auth,
             pipelining=pipelining,
             chunking=chunking,
             name=f"{host}:{port}" if name is None else name,

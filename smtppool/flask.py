@@ -67,6 +67,7 @@ _POOL_KEYS = (
     "rate_limit",
     "rate_period",
     "leak_threshold",
+    "allow_unencrypted_auth",
     "pipelining",
     "chunking",
     "local_hostname",
@@ -76,7 +77,7 @@ _POOL_KEYS = (
 )
 
 # Settings that take true or false, which may arrive as text from the environment.
-_FLAGS = frozenset({"pipelining", "chunking"})
+_FLAGS = frozenset({"allow_unencrypted_auth", "pipelining", "chunking"})
 
 # Settings that take a number, which may arrive as text likewise.
 _NUMBERS = (

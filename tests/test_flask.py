@@ -236,6 +236,10 @@ def test_record_messages_also_records_real_sends(
         ({"MAIL_PORT": 70000}, "MAIL_PORT must be a port number"),
         ({"MAIL_USE_TLS": "maybe"}, "MAIL_USE_TLS must be true or false"),
         ({"MAIL_USERNAME": "app"}, "MAIL_PASSWORD is not set"),
+        (
+            {"MAIL_USERNAME": "app", "MAIL_PASSWORD": "pw"},
+            "MAIL_USERNAME: username and password would cross the network",
+        ),
         ({"SMTPPOOL_MAX_SIZE": 0}, "max_size must be at least 1, got 0"),
         ({"SMTPPOOL_COLOUR": "blue"}, "SMTPPOOL_COLOUR is not a setting"),
         (
@@ -481,10 +485,17 @@ def test_numbers_may_be_text(app_factory: AppFactory) -> None:
 
 
 def test_flags_may_be_text(app_factory: AppFactory) -> None:
-    app = app_factory(SMTPPOOL_PIPELINING="off", SMTPPOOL_CHUNKING=False)
+    app = app_factory(
+        SMTPPOOL_PIPELINING="off",
+        SMTPPOOL_CHUNKING=False,
+        MAIL_USERNAME="app",
+        MAIL_PASSWORD="pw",
+        SMTPPOOL_ALLOW_UNENCRYPTED_AUTH="yes",
+    )
     config = Mail(app).pool.config
 
     assert (config.pipelining, config.chunking) == (False, False)
+    assert config.allow_unencrypted_auth
     with pytest.raises(ValueError, match="SMTPPOOL_CHUNKING must be true or false"):
         Mail(app_factory(SMTPPOOL_CHUNKING="sometimes"))
 

@@ -589,7 +589,9 @@ def test_421_to_auth_ends_the_handshake(
     """smtplib would try another mechanism on a session that answered 421."""
     server = smtp_server_factory(auth=("app", "secret"))
     server.on("AUTH", "421 4.7.0 try again later", times=1)
-    pool = pool_factory(server, username="app", password="secret")
+    pool = pool_factory(
+        server, username="app", password="secret", allow_unencrypted_auth=True
+    )
 
     pool.send_message(make_message())
 

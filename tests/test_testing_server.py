@@ -148,7 +148,9 @@ def test_auth_can_be_required_without_tls(
 ) -> None:
     """A plain-text server that requires AUTH works under warnings-as-errors."""
     server = smtp_server_factory(auth=("app", "secret"), require_auth=True)
-    pool = pool_factory(server, username="app", password="secret")
+    pool = pool_factory(
+        server, username="app", password="secret", allow_unencrypted_auth=True
+    )
 
     pool.send_message(make_message())
 

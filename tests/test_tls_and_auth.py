@@ -90,9 +90,11 @@ def test_secrets_stay_out_of_repr_logs_and_errors(
     """Neither a good nor a bad password shows up in repr, logs or errors."""
     caplog.set_level(logging.DEBUG, logger="smtppool")
     server = smtp_server_factory(auth=("app", PASSWORD))
-    good = pool_factory(server, username="app", password=PASSWORD)
+    # On localhost, in clear text, on purpose: this test is about what is shown.
+    plain = {"allow_unencrypted_auth": True}
+    good = pool_factory(server, username="app", password=PASSWORD, **plain)
     wrong = "wrong-" + PASSWORD
-    bad = pool_factory(server, username="app", password=wrong)
+    bad = pool_factory(server, username="app", password=wrong, **plain)
 
     good.send_message(make_message())
     with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
@@ -202,3 +204,23 @@ def test_starttls_against_an_implicit_tls_port_says_to_use_ssl(
     # The implicit-TLS server records a session only once TLS is up: never here.
     assert pool.stats().retries == 0, "a greeting that never came is not retried"
     assert pool.stats().size == 0
+
+
+def test_a_login_in_clear_text_needs_an_explicit_yes(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+) -> None:
+    """security='none' with a password fails at construction, saying how to
+    secure it or how to opt in; with the opt-in it logs in."""
+    server = smtp_server_factory(auth=("app", PASSWORD))
+
+    with pytest.raises(ValueError, match=r"unencrypted.*allow_unencrypted_auth=True"):
+        SMTPPool(
+            server.host, server.port, security="none", username="app", password=PASSWORD
+        )
+
+    pool = pool_factory(
+        server, username="app", password=PASSWORD, allow_unencrypted_auth=True
+    )
+    pool.send_message(make_message())
+    assert server.sessions[0].authenticated_as == "app"
