@@ -320,3 +320,16 @@ def test_a_port_that_is_not_a_number(server: SMTPTestServer) -> None:
         pytest.raises(ValueError, match="EMAIL_PORT must be a port number"),
     ):
         mail.send_mail("x", "b", None, ["to@example.test"])
+
+
+def test_a_login_without_tls_is_refused_even_when_failing_silently(
+    server: SMTPTestServer,
+) -> None:
+    """A password in clear text is a setting to fix, not a send to swallow."""
+    with (
+        override_settings(EMAIL_HOST_USER="app", EMAIL_HOST_PASSWORD="pw"),
+        pytest.raises(ValueError, match="allow_unencrypted_auth=True"),
+    ):
+        mail.send_mail("x", "b", None, ["to@example.test"], fail_silently=True)
+
+    assert server.sessions == []
