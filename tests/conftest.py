@@ -8,6 +8,7 @@ import email.parser
 import email.policy
 import itertools
 import json
+import logging
 import os
 import select
 import signal
@@ -188,3 +189,36 @@ def answered(session: SessionRecord) -> Iterator[tuple[str, int]]:
         yield command, reply
         if command == "DATA" and reply == 354:
             next(replies, None)  # the reply to the final dot, which is no command
+
+
+# Passwords the tests log in with. Every record the smtppool logger emits during
+# any test, its traceback included, is searched for them (never_logs_a_secret).
+SECRETS = ("correct-horse-battery-staple", "hunter2-secret")
+
+
+class _SecretWatch(logging.Handler):
+    """Keeps the text of every record, formatted as a log file would hold it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def never_logs_a_secret() -> Iterator[None]:
+    logger = logging.getLogger("smtppool")
+    watch = _SecretWatch()
+    level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+    leaks = [text for text in watch.texts for secret in SECRETS if secret in text]
+    assert not leaks, f"a test password reached the log: {leaks[:3]}"

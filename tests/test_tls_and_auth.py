@@ -14,9 +14,9 @@ import trustme
 from smtppool import SMTPPool
 from smtppool.testing import SMTPTestServer
 
-from .conftest import make_message
+from .conftest import SECRETS, make_message
 
-PASSWORD = "correct-horse-battery-staple"
+PASSWORD = SECRETS[0]
 
 
 def test_starttls_then_ehlo_again_then_login_once(
