@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -224,3 +225,33 @@ def test_a_login_in_clear_text_needs_an_explicit_yes(
     )
     pool.send_message(make_message())
     assert server.sessions[0].authenticated_as == "app"
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["self-signed", "wrong-host"])
+def test_f09_a_certificate_that_does_not_verify_stops_before_auth(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    ca_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: bool,
+) -> None:
+    """F09: a certificate for another host name, from an authority the system
+    trusts or not. Default settings: a certificate error, and no AUTH ever sent."""
+    other = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other.issue_cert("mail.other.example").configure_cert(context)
+    if trusted:
+        other.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    server = smtp_server_factory(tls_context=context, auth=("app", PASSWORD))
+    pool = pool_factory(server, security="starttls", username="app", password=PASSWORD)
+
+    with pytest.raises(ssl.SSLCertVerificationError) as failure:
+        pool.send_message(make_message())
+
+    reason = "address mismatch" if trusted else "self-signed|unable to get local"
+    assert re.search(reason, str(failure.value))
+    assert PASSWORD not in str(failure.value)
+    for session in server.sessions:
+        assert "AUTH" not in session.commands
+    assert server.messages == []
