@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import ssl
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 import attrs
@@ -75,6 +76,16 @@ def _ssl_context(instance: object, attribute: attrs.Attribute[Any], value: Any) 
         raise TypeError("ssl_context must be an ssl.SSLContext or None")
 
 
+def _secret(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str) and not callable(value):
+        raise TypeError(f"{attribute.name} must be a string, a callable or None")
+
+
+def _provider(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be a callable that returns a token")
+
+
 def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
@@ -106,8 +117,8 @@ class PoolConfig:
     port: int = attrs.field(validator=_port)
     security: Security = attrs.field(validator=_security)
     username: str | None = attrs.field(default=None, validator=_optional_text)
-    password: str | None = attrs.field(
-        default=None, repr=False, validator=_optional_text
+    password: str | Callable[[], str] | None = attrs.field(
+        default=None, repr=False, validator=_secret
     )
     ssl_context: ssl.SSLContext | None = attrs.field(
         default=None, validator=_ssl_context
@@ -153,14 +164,22 @@ class PoolConfig:
     leak_threshold: float | None = attrs.field(
         default=None, validator=_number(minimum=0, inclusive=False, optional=True)
     )
+    oauth_token: Callable[[], str] | None = attrs.field(
+        default=None, repr=False, validator=_provider
+    )
     allow_unencrypted_auth: bool = attrs.field(default=False, validator=_flag)
     pipelining: bool = attrs.field(default=True, validator=_flag)
     chunking: bool = attrs.field(default=False, validator=_flag)
     name: str = attrs.field(validator=_non_empty)
 
     def __attrs_post_init__(self) -> None:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password must be given together")
+        if self.password is not None and self.oauth_token is not None:
+            raise ValueError("give password or oauth_token, not both")
+        secret = self.password if self.oauth_token is None else self.oauth_token
+        if (self.username is None) != (secret is None):
+            raise ValueError(
+                "username and password (or oauth_token) must be given together"
+            )
         if (
             self.username is not None
             and self.security == "none"
@@ -178,7 +197,8 @@ class PoolConfig:
         # smtplib encodes AUTH as ASCII; failing later would raise an error whose
         # repr holds the password. The value is deliberately not echoed here.
         for label, value in (("username", self.username), ("password", self.password)):
-            if value is not None and not value.isascii():
+            # A callable is checked each time it is called (see _session._login).
+            if isinstance(value, str) and not value.isascii():
                 raise ValueError(f"{label} must be ASCII; smtplib cannot send it")
 
     @property

@@ -59,7 +59,12 @@ class SMTPPool:
             ``"ssl"`` for implicit TLS, ``"none"`` for no encryption. When omitted
             it is ``"ssl"`` on port 465 and ``"starttls"`` on any other port.
         username: The user to log in as, once per session; needs ``password``.
-        password: The password for ``username``. Never shown in reprs or logs.
+        password: The password for ``username``, or a callable that returns it,
+            called each time a session logs in. Never shown in reprs or logs.
+        oauth_token: Instead of a password, a callable that returns an OAuth2
+            access token, for AUTH XOAUTH2 (Gmail, Microsoft 365). Called each
+            time a session logs in, and once more if the server refuses the
+            token (it may have just expired).
         ssl_context: The TLS context; ``ssl.create_default_context()`` when omitted,
             which verifies the certificate and the host name.
         local_hostname: The name sent in EHLO; looked up once per process if omitted.
@@ -112,7 +117,8 @@ class SMTPPool:
         *,
         security: Security | None = None,
         username: str | None = None,
-        password: str | None = None,
+        password: str | Callable[[], str] | None = None,
+        oauth_token: Callable[[], str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         source_address: tuple[str, int] | None = None,
@@ -140,6 +146,7 @@ class SMTPPool:
             security=default_security(port) if security is None else security,
             username=username,
             password=password,
+            oauth_token=oauth_token,
             ssl_context=ssl_context,
             local_hostname=local_hostname,
             source_address=source_address,

@@ -331,8 +331,48 @@ def _handshake(
         # RFC 3207 section 4.2: forget what the server said before TLS and ask again.
         _greet(smtp)
 
-    if config.username is not None and config.password is not None:
-        smtp.login(config.username, config.password)
+    if config.username is not None:
+        _login(smtp, config.username, config)
+
+
+def _login(smtp: StagedSMTP, username: str, config: PoolConfig) -> None:
+    """AUTH with the password, or with a fresh OAuth2 token (XOAUTH2)."""
+    provider = config.oauth_token
+    if provider is None:
+        password = config.password
+        smtp.login(username, _ascii(password() if callable(password) else password))
+        return
+
+    # A token can expire between the provider's call and the server's check: a
+    # refusal then gets one more try with a token asked for anew.
+    for attempt in (1, 2):
+        initial = _xoauth2(username, _ascii(provider()))
+        try:
+            smtp.auth(
+                "XOAUTH2",
+                lambda challenge=None, initial=initial: (
+                    initial if challenge is None else ""
+                ),
+            )
+        except smtplib.SMTPAuthenticationError as exc:
+            if attempt == 2 or exc.smtp_code != 535:
+                raise
+        else:
+            return
+
+
+def _xoauth2(username: str, token: str) -> str:
+    """The SASL XOAUTH2 initial response, which smtplib sends in base64."""
+    return f"user={username}\x01auth=Bearer {token}\x01\x01"
+
+
+def _ascii(secret: str | None) -> str:
+    # smtplib encodes AUTH as ASCII and would fail with the secret in its error.
+    if not isinstance(secret, str) or not secret.isascii():
+        raise ValueError(
+            "the password or token is not an ASCII string; smtplib cannot send it"
+        )
+    return secret
 
 
 def _greet(smtp: StagedSMTP) -> None:

@@ -15,6 +15,7 @@ are; BDAT (RFC 3030) is added here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.parser
 import enum
 import itertools
@@ -179,6 +180,9 @@ class SMTPTestServer:
         auth: A ``(username, password)`` pair the server accepts with AUTH PLAIN
             or LOGIN; AUTH is offered only over TLS when a context is given.
         require_auth: Refuse MAIL until the client has logged in.
+        xoauth2: Offer AUTH XOAUTH2, as Gmail and Microsoft 365 do, and accept a
+            ``(user, token)`` when this returns True. A refused token gets their
+            answer: a 334 with an error, then 535 once the client has replied.
         pipelining: Offer PIPELINING (RFC 2920) in the EHLO reply, as real
             servers do.
         chunking: Offer CHUNKING (RFC 3030) and accept BDAT.
@@ -196,6 +200,7 @@ class SMTPTestServer:
         implicit_tls: bool = False,
         auth: tuple[str, str] | None = None,
         require_auth: bool = False,
+        xoauth2: Callable[[str, str], bool] | None = None,
         pipelining: bool = True,
         chunking: bool = False,
     ) -> None:
@@ -212,6 +217,7 @@ class SMTPTestServer:
         self.implicit_tls = implicit_tls
         self._auth = auth
         self._require_auth = require_auth
+        self._xoauth2 = xoauth2
         self.pipelining = pipelining
         self.chunking = chunking
 
@@ -430,6 +436,7 @@ class SMTPTestServer:
             tls_context=starttls,
             timeout=self.idle_timeout or _NO_IDLE_TIMEOUT,
             authenticator=self._authenticate if self._auth else None,
+            auth_exclude_mechanism=[] if self._xoauth2 else ["XOAUTH2"],
             require_auth=self._require_auth,
             # Over implicit TLS aiosmtpd does not know the session is encrypted.
             auth_require_tls=starttls is not None,
@@ -456,6 +463,11 @@ class SMTPTestServer:
                 self._changed.notify_all()
         # handled=False: aiosmtpd itself then answers 235 or 535.
         return AuthResult(success=success, handled=False)
+
+    def _authenticated(self, smtp: _ScriptedSMTP, user: str) -> None:
+        with self._changed:
+            smtp.record.authenticated_as = user
+            self._changed.notify_all()
 
     def _session_started(self, protocol: _ScriptedSMTP, peer: Any) -> _LiveSession:
         with self._changed:
@@ -525,6 +537,35 @@ class _Recorder:
     def __init__(self, server: SMTPTestServer) -> None:
         self._server = server
         self._headers = email.parser.BytesHeaderParser()
+
+    async def auth_XOAUTH2(self, smtp: _ScriptedSMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2: ``user=<user>^Aauth=Bearer <token>^A^A``, in base64."""
+        check = self._server._xoauth2
+        assert check is not None  # the mechanism is offered only with a check
+        if len(args) > 1:
+            blob: bytes | object = base64.b64decode(args[1])
+        else:
+            blob = await smtp.challenge_auth("", encode_to_b64=False)
+        fields = dict(
+            part.split("=", 1)
+            for part in (blob.decode() if isinstance(blob, bytes) else "").split("\x01")
+            if "=" in part
+        )
+        user, token = (
+            fields.get("user", ""),
+            fields.get("auth", "").removeprefix("Bearer "),
+        )
+        if check(user, token):
+            self._server._authenticated(smtp, user)
+            return AuthResult(success=True, handled=False)
+
+        # As Gmail: the error in a 334, then 535 once the client answers it.
+        await smtp.challenge_auth('{"status":"401","schemes":"bearer"}')
+        return AuthResult(
+            success=False,
+            handled=False,
+            message="535 5.7.8 Username and Password not accepted",
+        )
 
     async def handle_EHLO(
         self,
