@@ -178,7 +178,8 @@ class PoolConfig:
         secret = self.password if self.oauth_token is None else self.oauth_token
         if (self.username is None) != (secret is None):
             raise ValueError(
-                "username and password (or oauth_token) must be given together"
+                "username and password must be given together (or username and "
+                "oauth_token)"
             )
         if (
             self.username is not None
