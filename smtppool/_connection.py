@@ -277,7 +277,10 @@ class Connection:
         return session
 
     def _can_go_on(self, session: Session) -> bool:
-        if session.state is State.BROKEN or self._pool._is_spent(session):
+        pool = self._pool
+        if session.state is State.BROKEN or pool._is_spent(session):
+            return False
+        if pool._is_drained(session):
             return False
         return session.state is State.READY or session.reset()
 

@@ -169,6 +169,8 @@ class SMTPPool:
         self._clock = clock
         self._sleep = sleep
         self._default_context: ssl.SSLContext | None = None
+        # Sessions opened before the last drain() have an older generation.
+        self._generation = 0
         self._limiter = self._new_limiter()
         self._closed = False
         self._counters = Counters()
@@ -333,6 +335,44 @@ class SMTPPool:
                 rate_wait_time=counters.rate_wait_time,
                 fork_resets=counters.fork_resets,
             )
+
+    def drain(self) -> None:
+        """Close every session opened until now: idle ones at once, lent ones as
+        they come back. A send in flight finishes on the session it has; the
+        next message goes on a new session.
+
+        Use it when what the server expects of a session changes (a rotated
+        certificate, a policy), or after rotating credentials by hand;
+        :meth:`set_credentials` calls it.
+        """
+        self._check_pid()
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+
+        for session in idle:
+            self._discard(session, CloseReason.DRAINED)
+
+    def set_credentials(
+        self,
+        *,
+        username: str,
+        password: str | Callable[[], str] | None = None,
+        oauth_token: Callable[[], str] | None = None,
+    ) -> None:
+        """Log in with new credentials from now on, and :meth:`drain` the
+        sessions that logged in with the old ones.
+
+        Raises:
+            ValueError, TypeError: As the constructor, for the same settings;
+                the old credentials then stay.
+        """
+        config = attrs.evolve(
+            self._config, username=username, password=password, oauth_token=oauth_token
+        )
+        with self._lock:
+            self._config = config
+        self.drain()
 
     def prune(self) -> None:
         """Close idle sessions that have expired or that the server has dropped."""
@@ -521,6 +561,8 @@ class SMTPPool:
         reason = CloseReason.BROKEN
         if session.state is not State.BROKEN and self._is_spent(session):
             reason = CloseReason.MESSAGES
+        elif session.state is not State.BROKEN and self._is_drained(session):
+            reason = CloseReason.DRAINED
         return self._settle(self._replace(session, reason))
 
     def _settle(self, grant: _Grant) -> Session:
@@ -617,9 +659,13 @@ class SMTPPool:
         while True:
             attempts += 1
             try:
+                # Read once: drain() or set_credentials() may run meanwhile, and
+                # then this session belongs to the generation it was opened in.
+                generation, config = self._generation, self._config
                 session = open_session(
-                    self._config, self._clock(), self.name, self._tls_context()
+                    config, self._clock(), self.name, self._tls_context()
                 )
+                session.generation = generation
             except BaseException as exc:
                 if _outcome.is_lost(exc) and attempts <= self._config.retries:
                     self._note_retry(None, Stage.CONNECT, exc)
@@ -690,7 +736,13 @@ class SMTPPool:
         limit = self._config.max_messages
         return limit is not None and session.messages >= limit
 
+    def _is_drained(self, session: Session) -> bool:
+        """Tell whether a session was opened before the last drain()."""
+        return session.generation != self._generation
+
     def _expiry(self, session: Session, now: float) -> CloseReason | None:
+        if self._is_drained(session):
+            return CloseReason.DRAINED
         if self._is_spent(session):
             return CloseReason.MESSAGES
         config = self._config

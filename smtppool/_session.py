@@ -108,6 +108,8 @@ class Session:
     id: int = attrs.field(factory=lambda: next(_ids))
     messages: int = 0
     state: State = State.READY
+    # The pool's generation when the session was opened; drain() starts a new one.
+    generation: int = 0
 
     def is_readable(self) -> bool:
         """Tell, without a round trip, whether the server has spoken or hung up.

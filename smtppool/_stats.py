@@ -20,6 +20,8 @@ class CloseReason(str, enum.Enum):
     FORKED = "forked"
     # Its borrower was garbage-collected without giving it back.
     LEAKED = "leaked"
+    # Opened before drain() or set_credentials(): closed when next free.
+    DRAINED = "drained"
 
 
 @attrs.frozen
@@ -34,6 +36,7 @@ class ClosedCounts:
     pool_closed: int = 0
     forked: int = 0
     leaked: int = 0
+    drained: int = 0
 
     @property
     def total(self) -> int:

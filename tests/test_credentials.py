@@ -1,10 +1,12 @@
-"""OAuth2 (AUTH XOAUTH2) with a token provider, and passwords given as callables,
-against the test server over STARTTLS with certificates from trustme."""
+"""Credentials: OAuth2 (AUTH XOAUTH2) with a token provider, passwords given as
+callables, and rotating credentials with sends in flight; against the test server
+over STARTTLS with certificates from trustme."""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -179,3 +181,107 @@ def test_bad_credentials_settings_fail_at_construction(
 ) -> None:
     with pytest.raises(error, match=sentence):
         SMTPPool("mail.example.test", 587, **options)  # type: ignore[arg-type]
+
+
+def test_rotating_credentials_lets_a_send_in_flight_finish(
+    secure_server: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> None:
+    """New credentials while one thread waits for the reply to its message and
+    another session sits idle: the idle one closes at once, the busy one
+    delivers and is closed when it comes back, and the next session logs in
+    with the new token."""
+    old, new = Tokens("old", "old"), Tokens("new")
+    old.valid = {"old", "new"}
+    server = secure_server(xoauth2=old.check)
+    pool = pool_factory(
+        server,
+        security="starttls",
+        ssl_context=client_context,
+        username=USER,
+        oauth_token=old,
+        max_size=2,
+    )
+    with pool.connection(), pool.connection():
+        pass  # two sessions, logged in with the old token, now idle
+    server.on(".", delay=1.0, times=1)
+    in_flight = make_message()
+    failures: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            pool.send_message(in_flight)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    server.wait_until(lambda: server.deliveries(in_flight["Message-ID"]) == 1)
+
+    pool.set_credentials(username=USER, oauth_token=new)
+
+    assert sender.is_alive(), "the send finished early; test proves nothing"
+    server.wait_until(lambda: server.open_sessions == 1)
+    sender.join(timeout=10)
+    assert failures == []
+    pool.send_message(make_message())
+
+    assert (old.calls, new.calls) == (2, 1)
+    assert server.deliveries(in_flight["Message-ID"]) == 1
+    assert pool.stats().closed.drained == 2
+    assert pool.stats().size == 1
+
+
+def test_a_held_connection_moves_to_the_new_credentials_between_messages(
+    secure_server: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> None:
+    old, new = Tokens("old"), Tokens("new")
+    old.valid = {"old", "new"}
+    server = secure_server(xoauth2=old.check)
+    pool = pool_factory(
+        server,
+        security="starttls",
+        ssl_context=client_context,
+        username=USER,
+        oauth_token=old,
+    )
+
+    with pool.connection() as held:
+        held.send_message(make_message())
+        pool.set_credentials(username=USER, oauth_token=new)
+        held.send_message(make_message())
+
+    assert (old.calls, new.calls) == (1, 1)
+    assert [s.authenticated_as for s in server.sessions] == [USER, USER]
+    assert pool.stats().closed.drained == 1
+
+
+def test_drain_with_nothing_lent_closes_every_session(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    pool = pool_factory(max_size=3)
+    with pool.connection(), pool.connection(), pool.connection():
+        pass
+
+    pool.drain()
+
+    smtp_server.wait_for_sessions_closed()
+    assert [s.commands[-1] for s in smtp_server.sessions] == ["QUIT"] * 3
+    assert pool.stats().size == 0
+    pool.send_message(make_message())
+    assert len(smtp_server.sessions) == 4
+
+
+def test_bad_new_credentials_keep_the_old_ones(
+    pool_factory: Callable[..., SMTPPool],
+) -> None:
+    pool = SMTPPool("mail.example.test", 587, username="app", password="old")
+
+    with pytest.raises(ValueError, match="not both"):
+        pool.set_credentials(username="app", password="x", oauth_token=lambda: "t")
+
+    assert pool.config.username == "app"
+    assert pool.config.oauth_token is None
