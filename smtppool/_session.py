@@ -339,6 +339,18 @@ def _handshake(
 
 def _login(smtp: StagedSMTP, username: str, config: PoolConfig) -> None:
     """AUTH with the password, or with a fresh OAuth2 token (XOAUTH2)."""
+    if not smtp.has_extn("auth"):
+        # Servers commonly offer AUTH only once the session is encrypted.
+        after_tls = config.security == "none" and smtp.has_extn("starttls")
+        raise smtplib.SMTPNotSupportedError(
+            f"{config.address} does not offer AUTH"
+            + (
+                " before STARTTLS: use security='starttls'"
+                if after_tls
+                else ": leave out the username, or check the server's settings"
+            )
+        )
+
     provider = config.oauth_token
     if provider is None:
         password = config.password

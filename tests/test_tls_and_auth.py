@@ -255,3 +255,22 @@ def test_f09_a_certificate_that_does_not_verify_stops_before_auth(
     for session in server.sessions:
         assert "AUTH" not in session.commands
     assert server.messages == []
+
+
+def test_auth_offered_only_after_starttls_says_to_use_starttls(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    server_context: ssl.SSLContext,
+) -> None:
+    """A server that offers AUTH only over TLS, and a pool that opted out of
+    TLS: the error says what to change, and nothing was sent."""
+    server = smtp_server_factory(tls_context=server_context, auth=("app", PASSWORD))
+    pool = pool_factory(
+        server, username="app", password=PASSWORD, allow_unencrypted_auth=True
+    )
+
+    with pytest.raises(smtplib.SMTPNotSupportedError, match="before STARTTLS"):
+        pool.send_message(make_message())
+
+    assert server.sessions[0].commands == ("EHLO",)
+    assert server.messages == []
