@@ -13,6 +13,8 @@ import os
 import select
 import signal
 import ssl
+import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +23,7 @@ import attrs
 import pytest
 import trustme
 
+import smtppool
 from smtppool import SMTPPool
 from smtppool.testing import ReceivedMessage, SessionRecord, SMTPTestServer
 
@@ -192,8 +195,48 @@ def answered(session: SessionRecord) -> Iterator[tuple[str, int]]:
 
 
 # Passwords the tests log in with. Every record the smtppool logger emits during
-# any test, its traceback included, is searched for them (never_logs_a_secret).
+# any test, its traceback included, and the text of every exception raised in or
+# passing through smtppool's code, is searched for them (never_logs_a_secret).
 SECRETS = ("correct-horse-battery-staple", "hunter2-secret")
+
+_SMTPPOOL_DIR = os.path.dirname(smtppool.__file__)
+
+
+class _ExceptionWatch:
+    """A trace function that sees every exception raised in, or passing through,
+    a frame of smtppool's code, in every thread, and keeps the texts that hold a
+    secret. Line events are turned off, so only calls into smtppool cost more."""
+
+    def __init__(self) -> None:
+        self.leaks: list[str] = []
+
+    def on_call(self, frame: Any, event: str, arg: Any) -> Any:
+        if event != "call" or not frame.f_code.co_filename.startswith(_SMTPPOOL_DIR):
+            return None
+        frame.f_trace_lines = False
+        return self.in_smtppool
+
+    def in_smtppool(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "exception":
+            error = arg[1]
+            while error is not None:
+                text = f"{error!s} {error!r}"
+                self.leaks += [text for secret in SECRETS if secret in text]
+                error = error.__cause__ or error.__context__
+        return self.in_smtppool
+
+
+_exception_watch = _ExceptionWatch()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _watch_exceptions() -> Iterator[None]:
+    previous = sys.gettrace()
+    sys.settrace(_exception_watch.on_call)
+    threading.settrace(_exception_watch.on_call)
+    yield
+    threading.settrace(previous)  # type: ignore[arg-type]
+    sys.settrace(previous)
 
 
 class _SecretWatch(logging.Handler):
@@ -222,3 +265,5 @@ def never_logs_a_secret() -> Iterator[None]:
         logger.setLevel(level)
     leaks = [text for text in watch.texts for secret in SECRETS if secret in text]
     assert not leaks, f"a test password reached the log: {leaks[:3]}"
+    raised, _exception_watch.leaks = _exception_watch.leaks, []
+    assert not raised, f"a test password reached an exception: {raised[:3]}"
