@@ -47,21 +47,33 @@ def secure_server(
     return make
 
 
+@pytest.fixture
+def oauth_pool(
+    pool_factory: Callable[..., SMTPPool], client_context: ssl.SSLContext
+) -> Callable[..., SMTPPool]:
+    """A pool that logs in to a server with XOAUTH2 over verified STARTTLS."""
+
+    def make(server: SMTPTestServer, tokens: Tokens, **options: object) -> SMTPPool:
+        return pool_factory(
+            server,
+            security="starttls",
+            ssl_context=client_context,
+            username=USER,
+            oauth_token=tokens,
+            **options,
+        )
+
+    return make
+
+
 def test_xoauth2_logs_in_with_the_providers_token(
     secure_server: Callable[..., SMTPTestServer],
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
+    oauth_pool: Callable[..., SMTPPool],
 ) -> None:
     tokens = Tokens("token-1", "token-2")
     tokens.valid = {"token-1"}
     server = secure_server(xoauth2=tokens.check)
-    pool = pool_factory(
-        server,
-        security="starttls",
-        ssl_context=client_context,
-        username=USER,
-        oauth_token=tokens,
-    )
+    pool = oauth_pool(server, tokens)
 
     for _ in range(3):
         pool.send_message(make_message())
@@ -75,21 +87,14 @@ def test_xoauth2_logs_in_with_the_providers_token(
 
 def test_a_token_that_expired_is_asked_for_again(
     secure_server: Callable[..., SMTPTestServer],
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
+    oauth_pool: Callable[..., SMTPPool],
 ) -> None:
     """The first session's token expires with it; the next session is first
     given the stale one (334, then 535), asks the provider again, and goes on."""
     tokens = Tokens("token-1", "token-1", "token-2")
     tokens.valid = {"token-1"}
     server = secure_server(xoauth2=tokens.check)
-    pool = pool_factory(
-        server,
-        security="starttls",
-        ssl_context=client_context,
-        username=USER,
-        oauth_token=tokens,
-    )
+    pool = oauth_pool(server, tokens)
     pool.send_message(make_message())
 
     tokens.valid = {"token-2"}
@@ -108,19 +113,12 @@ def test_a_token_that_expired_is_asked_for_again(
 
 def test_a_token_refused_twice_is_the_callers_error(
     secure_server: Callable[..., SMTPTestServer],
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
+    oauth_pool: Callable[..., SMTPPool],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tokens = Tokens(SECRETS[0], SECRETS[1])
     server = secure_server(xoauth2=tokens.check)
-    pool = pool_factory(
-        server,
-        security="starttls",
-        ssl_context=client_context,
-        username=USER,
-        oauth_token=tokens,
-    )
+    pool = oauth_pool(server, tokens)
 
     with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
         pool.send_message(make_message())
@@ -185,8 +183,7 @@ def test_bad_credentials_settings_fail_at_construction(
 
 def test_rotating_credentials_lets_a_send_in_flight_finish(
     secure_server: Callable[..., SMTPTestServer],
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
+    oauth_pool: Callable[..., SMTPPool],
 ) -> None:
     """New credentials while one thread waits for the reply to its message and
     another session sits idle: the idle one closes at once, the busy one
@@ -195,14 +192,7 @@ def test_rotating_credentials_lets_a_send_in_flight_finish(
     old, new = Tokens("old", "old"), Tokens("new")
     old.valid = {"old", "new"}
     server = secure_server(xoauth2=old.check)
-    pool = pool_factory(
-        server,
-        security="starttls",
-        ssl_context=client_context,
-        username=USER,
-        oauth_token=old,
-        max_size=2,
-    )
+    pool = oauth_pool(server, old, max_size=2)
     with pool.connection(), pool.connection():
         pass  # two sessions, logged in with the old token, now idle
     server.on(".", delay=1.0, times=1)
@@ -235,19 +225,12 @@ def test_rotating_credentials_lets_a_send_in_flight_finish(
 
 def test_a_held_connection_moves_to_the_new_credentials_between_messages(
     secure_server: Callable[..., SMTPTestServer],
-    pool_factory: Callable[..., SMTPPool],
-    client_context: ssl.SSLContext,
+    oauth_pool: Callable[..., SMTPPool],
 ) -> None:
     old, new = Tokens("old"), Tokens("new")
     old.valid = {"old", "new"}
     server = secure_server(xoauth2=old.check)
-    pool = pool_factory(
-        server,
-        security="starttls",
-        ssl_context=client_context,
-        username=USER,
-        oauth_token=old,
-    )
+    pool = oauth_pool(server, old)
 
     with pool.connection() as held:
         held.send_message(make_message())
