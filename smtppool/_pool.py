@@ -22,7 +22,7 @@ from ._config import PoolConfig, Security, default_security
 from ._connection import Connection, Loan
 from ._log import logger
 from ._ratelimit import RateLimiter
-from ._session import Refused, Session, State, open_session
+from ._session import Refused, Session, State, default_tls_context, open_session
 from ._smtp import StagedSMTP
 from ._stage import Stage
 from ._stats import CloseReason, Counters, PoolStats
@@ -645,10 +645,7 @@ class SMTPPool:
 
         # Two threads may both make one the first time; either will do.
         if self._default_context is None:
-            context = ssl.create_default_context()
-            # Python's default since 3.10; stated, since it is a promise of ours.
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            self._default_context = context
+            self._default_context = default_tls_context()
         return self._default_context
 
     def _open(self) -> Session:

@@ -86,6 +86,15 @@ def forget_local_hostname() -> None:
         _hostname = None
 
 
+def default_tls_context() -> ssl.SSLContext:
+    """The TLS context used when the caller gives none: the system's certificate
+    authorities, certificates and host names verified, TLS 1.2 or newer."""
+    context = ssl.create_default_context()
+    # Python's default since 3.10; stated, since it is a promise of ours.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 class State(enum.Enum):
     """What is known of a session's protocol state."""
 
@@ -263,16 +272,23 @@ _PLAIN_TEXT_ANSWERS = frozenset(
 )
 
 
-def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
+def _connect(
+    config: PoolConfig,
+    context: ssl.SSLContext | None,
+    *,
+    plain: type[StagedSMTP] = StagedSMTP,
+    tls: type[StagedSMTP_SSL] = StagedSMTP_SSL,
+) -> StagedSMTP:
     """Open the TCP (or TLS) connection and read the greeting.
 
     smtplib closes the socket itself when this fails. The EHLO name is passed in so
-    that smtplib does not look it up again for every session.
+    that smtplib does not look it up again for every session. ``smtppool check``
+    passes subclasses of its own, which time each step.
     """
     hostname = config.local_hostname or default_local_hostname()
     if config.security == "ssl":
         try:
-            smtp: StagedSMTP = StagedSMTP_SSL(
+            smtp: StagedSMTP = tls(
                 config.host,
                 config.port,
                 local_hostname=hostname,
@@ -291,7 +307,7 @@ def _connect(config: PoolConfig, context: ssl.SSLContext | None) -> StagedSMTP:
             ) from exc
     else:
         try:
-            smtp = StagedSMTP(
+            smtp = plain(
                 config.host,
                 config.port,
                 local_hostname=hostname,
@@ -320,21 +336,27 @@ def _handshake(
     _greet(smtp)
 
     if config.security == "starttls":
-        if not smtp.has_extn("starttls"):
-            # Going on in clear text would send the password and the mail
-            # unprotected (RFC 3207 section 4): stop, and say what to change.
-            raise smtplib.SMTPNotSupportedError(
-                f"{config.address} does not offer STARTTLS, and security="
-                "'starttls' will not go on without it: use the server's TLS port "
-                "(465, security='ssl'), or security='none' only for a relay you "
-                "trust on a network you trust"
-            )
-        smtp.starttls(context=context)
+        _starttls(smtp, config, context)
         # RFC 3207 section 4.2: forget what the server said before TLS and ask again.
         _greet(smtp)
 
     if config.username is not None:
         _login(smtp, config.username, config)
+
+
+def _starttls(
+    smtp: StagedSMTP, config: PoolConfig, context: ssl.SSLContext | None
+) -> None:
+    if not smtp.has_extn("starttls"):
+        # Going on in clear text would send the password and the mail
+        # unprotected (RFC 3207 section 4): stop, and say what to change.
+        raise smtplib.SMTPNotSupportedError(
+            f"{config.address} does not offer STARTTLS, and security="
+            "'starttls' will not go on without it: use the server's TLS port "
+            "(465, security='ssl'), or security='none' only for a relay you "
+            "trust on a network you trust"
+        )
+    smtp.starttls(context=context)
 
 
 def _login(smtp: StagedSMTP, username: str, config: PoolConfig) -> None:

@@ -1,0 +1,7 @@
+"""``python -m smtppool``: the same as the ``smtppool`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

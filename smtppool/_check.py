@@ -1,0 +1,451 @@
+"""What ``smtppool check`` finds out about a server.
+
+The check opens one session the way the pool does (the same settings, the same
+TLS context, the same steps and error hints from ``_session``) and times each
+step. The idle probe then holds a session and tries it after longer and longer
+silences, to find how long the server keeps an idle session open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import smtplib
+import socket
+import ssl
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import attrs
+
+from . import _session
+from ._config import PoolConfig
+from ._smtp import StagedSMTP, StagedSMTP_SSL
+
+# How many NOOPs the round-trip time is the median of.
+ROUND_TRIPS = 5
+
+# A recommended limit is this fraction of what the server was seen to allow, so
+# that the pool closes a session itself before the server drops it.
+MARGIN = 0.8
+
+# Certificates expiring sooner than this are reported as a problem to fix soon.
+EXPIRY_WARNING_DAYS = 14
+
+
+class _Timed(StagedSMTP):
+    """The pool's client, also keeping the greeting and how long the TCP (and,
+    for implicit TLS, the TLS) connection took before it."""
+
+    greeting: tuple[int, bytes] | None = None
+    connected_in: float | None = None
+    _started: float | None = None
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        self._started = time.perf_counter()
+        self.greeting = super().connect(host, port, source_address)
+        return self.greeting
+
+    def getreply(self) -> tuple[int, bytes]:
+        # The first reply read is the greeting: the connection is made by then.
+        if self.connected_in is None and self._started is not None:
+            self.connected_in = time.perf_counter() - self._started
+        return super().getreply()
+
+
+class _TimedSSL(_Timed, StagedSMTP_SSL):
+    """The implicit-TLS counterpart of :class:`_Timed`."""
+
+
+@attrs.define
+class Certificate:
+    """The parts of the server's certificate a person checks."""
+
+    subject: str
+    issuer: str
+    names: list[str]
+    expires: str
+    days_left: int
+
+
+@attrs.define
+class TLS:
+    """The encrypted channel: how it was made and what it runs."""
+
+    version: str | None
+    cipher: str | None
+    seconds: float | None
+    # Whether the context checked the certificate and the host name (the default
+    # does; a handshake that got this far passed both).
+    verified: bool
+    certificate: Certificate | None
+
+
+@attrs.define
+class IdleProbe:
+    """How long the server keeps a silent session, and the limits that follow."""
+
+    # Silences the session survived, in seconds, in the order they were tried.
+    survived: list[float] = attrs.field(factory=list)
+    # The first silence after which the session was gone, if any.
+    dropped_after: float | None = None
+    # Whether a fresh session was dropped after that same silence: then it was the
+    # silence, not the session's age, that ended it.
+    confirmed: bool | None = None
+    # The age at which a session was dropped although it was not idle too long.
+    dropped_at_age: float | None = None
+    max_idle: float = 0.0
+    max_lifetime: float = 0.0
+
+
+@attrs.define
+class Report:
+    """Everything the check found, in the order it found it."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None
+    ok: bool = False
+    # The step that failed, and why, when ``ok`` is false.
+    failed_step: str | None = None
+    problem: str | None = None
+    hint: str | None = None
+    warnings: list[str] = attrs.field(factory=list)
+    addresses: list[str] = attrs.field(factory=list)
+    resolve_seconds: float | None = None
+    connect_seconds: float | None = None
+    greeting: str | None = None
+    greeting_seconds: float | None = None
+    # EHLO's keywords and their parameters, as the session last saw them (after
+    # STARTTLS when there is one); those seen before STARTTLS apart.
+    extensions: dict[str, str] = attrs.field(factory=dict)
+    extensions_before_tls: dict[str, str] | None = None
+    tls: TLS | None = None
+    auth_mechanisms: list[str] = attrs.field(factory=list)
+    # "ok", "refused" or "not tried" (no username given, or an earlier failure).
+    login: str = "not tried"
+    login_seconds: float | None = None
+    round_trip_seconds: float | None = None
+    idle_probe: IdleProbe | None = None
+
+
+class _Failed(Exception):
+    """Raised inside the check to stop at the first failed step."""
+
+
+def check(config: PoolConfig, context: ssl.SSLContext | None) -> Report:
+    """Open a session as the pool would, one timed step at a time.
+
+    ``context`` is the TLS context the pool would use (None for ``"none"``). Never
+    raises for a failure of the server or the network: it is in the report.
+    """
+    report = Report(
+        host=config.host,
+        port=config.port,
+        security=config.security,
+        username=config.username,
+    )
+    with contextlib.suppress(_Failed):
+        _run(report, config, context)
+    return report
+
+
+def _run(report: Report, config: PoolConfig, context: ssl.SSLContext | None) -> None:
+    with _step(report, "resolve"):
+        start = time.perf_counter()
+        found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+        report.resolve_seconds = time.perf_counter() - start
+        report.addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+
+    with _step(report, "connect"):
+        start = time.perf_counter()
+        # One of the two classes passed in.
+        smtp = cast(
+            "_Timed", _session._connect(config, context, plain=_Timed, tls=_TimedSSL)
+        )
+    try:
+        _after_connect(report, smtp, config, context, time.perf_counter() - start)
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+        smtp.close()
+
+    report.ok = True
+    _warn_about(report, config)
+
+
+def _after_connect(
+    report: Report,
+    smtp: _Timed,
+    config: PoolConfig,
+    context: ssl.SSLContext | None,
+    elapsed: float,
+) -> None:
+    report.connect_seconds = smtp.connected_in
+    report.greeting_seconds = elapsed - (smtp.connected_in or 0.0)
+    if smtp.greeting is not None:
+        report.greeting = _text(smtp.greeting)
+    if config.security == "ssl":
+        report.tls = _tls_of(smtp, context, smtp.connected_in)
+
+    with _step(report, "ehlo"):
+        _session._greet(smtp)
+    report.extensions = _features(smtp)
+
+    if config.security == "starttls":
+        with _step(report, "starttls"):
+            start = time.perf_counter()
+            _session._starttls(smtp, config, context)
+            report.tls = _tls_of(smtp, context, time.perf_counter() - start)
+        with _step(report, "ehlo after starttls"):
+            _session._greet(smtp)
+        report.extensions_before_tls = report.extensions
+        report.extensions = _features(smtp)
+
+    report.auth_mechanisms = report.extensions.get("AUTH", "").upper().split()
+    if config.username is not None:
+        with _step(report, "login"):
+            start = time.perf_counter()
+            try:
+                _session._login(smtp, config.username, config)
+            except smtplib.SMTPAuthenticationError:
+                report.login = "refused"
+                raise
+            report.login = "ok"
+            report.login_seconds = time.perf_counter() - start
+
+    with _step(report, "round trip"):
+        times = []
+        for _ in range(ROUND_TRIPS):
+            start = time.perf_counter()
+            code, reply = smtp.noop()
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, reply)
+            times.append(time.perf_counter() - start)
+        report.round_trip_seconds = statistics.median(times)
+
+
+@contextlib.contextmanager
+def _step(report: Report, name: str) -> Iterator[None]:
+    """Record the first failure of the check, with a hint, and stop there."""
+    try:
+        yield
+    except Exception as exc:
+        report.failed_step = name
+        report.problem = describe(exc)
+        report.hint = _hint(exc, report)
+        raise _Failed from exc
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: {exc.smtp_code} {_text((0, exc.smtp_error))}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"SSLCertVerificationError: {exc.verify_message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _hint(exc: BaseException, report: Report) -> str | None:
+    """What to change for the common failures the pool's own errors do not
+    already explain."""
+    if isinstance(exc, socket.gaierror):
+        return f"the name {report.host!r} does not resolve: check its spelling"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens on that port: check the host and the port"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            return (
+                f"the certificate is not for {report.host!r}: connect with a name "
+                "the certificate holds"
+            )
+        return (
+            "the certificate is not signed by an authority this machine trusts: "
+            "for a private authority, pass --cafile (ssl_context= in the pool)"
+        )
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (
+            "the server refused these credentials (the login itself is offered): "
+            "check the user and password; providers that turned basic "
+            "authentication off need an app password or OAuth2 (oauth_token=)"
+        )
+    return None
+
+
+def _warn_about(report: Report, config: PoolConfig) -> None:
+    """What works today but deserves attention."""
+    certificate = report.tls.certificate if report.tls is not None else None
+    if certificate is not None and certificate.days_left < EXPIRY_WARNING_DAYS:
+        report.warnings.append(
+            f"the certificate expires in {certificate.days_left} days"
+        )
+    if config.security == "none":
+        report.warnings.append("the session is not encrypted (security='none')")
+    if "PIPELINING" not in report.extensions:
+        report.warnings.append(
+            "no PIPELINING: each message costs a round trip per command"
+        )
+
+
+def _features(smtp: StagedSMTP) -> dict[str, str]:
+    """EHLO's keywords, upper case as RFC 5321 writes them, with their
+    parameters (smtplib keeps both as the server sent them, spaces included)."""
+    return {
+        name.upper(): " ".join(value.split())
+        for name, value in smtp.esmtp_features.items()
+    }
+
+
+def _tls_of(
+    smtp: StagedSMTP, context: ssl.SSLContext | None, seconds: float | None
+) -> TLS:
+    sock = smtp.sock
+    verified = context is not None and context.check_hostname
+    if not isinstance(sock, ssl.SSLSocket):
+        return TLS(None, None, seconds, verified, None)
+
+    cipher = sock.cipher()
+    return TLS(
+        version=sock.version(),
+        cipher=cipher[0] if cipher else None,
+        seconds=seconds,
+        verified=verified,
+        certificate=_certificate(sock.getpeercert()),
+    )
+
+
+def _certificate(cert: Any) -> Certificate | None:
+    """The parts of ``getpeercert()`` a person reads; it is empty when the
+    context does not verify certificates."""
+    if not cert:
+        return None
+
+    expires = ssl.cert_time_to_seconds(cert["notAfter"])
+    return Certificate(
+        subject=_name(cert.get("subject", ())),
+        issuer=_name(cert.get("issuer", ())),
+        names=[value for kind, value in cert.get("subjectAltName", ()) if kind],
+        expires=time.strftime("%Y-%m-%d", time.gmtime(expires)),
+        days_left=math.floor((expires - time.time()) / 86400),
+    )
+
+
+def _name(rdns: Any) -> str:
+    """``CN=smtp.example.com, O=Example`` from the nested tuples of ``ssl``."""
+    short = {
+        "commonName": "CN",
+        "organizationName": "O",
+        "organizationalUnitName": "OU",
+        "countryName": "C",
+    }
+    parts = [f"{short.get(key, key)}={value}" for rdn in rdns for key, value in rdn]
+    return ", ".join(parts)
+
+
+def _text(reply: tuple[int, bytes | str]) -> str:
+    code, text = reply
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    line = text.replace("\n", " ")
+    return f"{code} {line}" if code else line
+
+
+# The idle probe.
+
+Clock = Callable[[], float]
+
+
+def probe_idle(
+    config: PoolConfig,
+    context: ssl.SSLContext | None,
+    *,
+    first: float = 1.0,
+    longest: float = 600.0,
+    progress: Callable[[str], None] = lambda line: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Clock = time.monotonic,
+) -> IdleProbe:
+    """Find how long the server keeps a silent session open.
+
+    One session is left silent for ``first`` seconds, then tried with NOOP; if it
+    is still open the silence doubles, up to ``longest``. When the session is
+    gone, a fresh one is left silent for that same time, to tell an idle timeout
+    from a limit on the session's age. Raises what opening a session raises.
+    """
+    probe = IdleProbe()
+    session = _session.open_session(config, clock(), config.name, context)
+    opened = clock()
+    silence = first
+    try:
+        while silence <= longest:
+            progress(f"silent for {silence:g} s ...")
+            sleep(silence)
+            if not _still_open(session):
+                probe.dropped_after = silence
+                progress(f"silent for {silence:g} s: dropped")
+                break
+            probe.survived.append(silence)
+            progress(f"silent for {silence:g} s: still open")
+            silence *= 2
+        age = clock() - opened
+    finally:
+        session.close(polite=True)
+
+    if probe.dropped_after is not None:
+        progress(f"a fresh session, silent for {probe.dropped_after:g} s ...")
+        fresh = _session.open_session(config, clock(), config.name, context)
+        try:
+            sleep(probe.dropped_after)
+            probe.confirmed = not _still_open(fresh)
+        finally:
+            fresh.close(polite=True)
+        if not probe.confirmed:
+            # The first session survived its last silence but not its age.
+            probe.dropped_at_age = age
+        progress(
+            f"a fresh session, silent for {probe.dropped_after:g} s: "
+            + ("dropped" if probe.confirmed else "still open")
+        )
+
+    _recommend(probe, config)
+    return probe
+
+
+def _still_open(session: _session.Session) -> bool:
+    # A dropped session is readable (end of file, or a 421 nobody asked for);
+    # NOOP confirms the rest, as a checkout after a long silence would.
+    return not session.is_readable() and session.noop()
+
+
+def _recommend(probe: IdleProbe, config: PoolConfig) -> None:
+    """Limits a little below what the server allowed, never above the pool's
+    settings, which are its defaults unless the caller chose others (a server that
+    keeps sessions for an hour does not make holding one for an hour a good
+    idea)."""
+    default_idle = math.inf if config.max_idle is None else config.max_idle
+    default_lifetime = math.inf if config.max_lifetime is None else config.max_lifetime
+
+    if probe.confirmed:
+        allowed_idle = probe.survived[-1] if probe.survived else 0.0
+    elif probe.dropped_after is not None:
+        allowed_idle = probe.dropped_after
+    else:
+        allowed_idle = math.inf
+    probe.max_idle = _round_down(min(default_idle, allowed_idle * MARGIN))
+
+    lifetime = default_lifetime
+    if probe.dropped_at_age is not None and probe.dropped_after is not None:
+        # Dropped at some age between the last answered NOOP and the failed one.
+        lifetime = min(lifetime, (probe.dropped_at_age - probe.dropped_after) * MARGIN)
+    probe.max_lifetime = _round_down(lifetime)
+
+
+def _round_down(seconds: float) -> float:
+    """Whole seconds from 10 s up, tenths below."""
+    if seconds >= 10:
+        return float(math.floor(seconds))
+    return math.floor(seconds * 10) / 10

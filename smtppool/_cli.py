@@ -1,0 +1,314 @@
+"""The ``smtppool`` command: ``smtppool check HOST[:PORT]`` tells what a server
+does and whether the pool's settings would work with it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import attrs
+
+from . import _check
+from ._config import SECURITY_MODES, PoolConfig, default_security
+from ._session import default_tls_context
+
+# Exit statuses: the settings work; they do not (the report says why); the
+# command line or the settings themselves are wrong.
+OK, FAILED, USAGE = 0, 1, 2
+
+# The name of a variable, not a password.
+PASSWORD_VARIABLE = "SMTPPOOL_PASSWORD"  # noqa: S105
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "check":
+        parser.print_help()
+        return USAGE
+
+    try:
+        config, context = _settings(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"smtppool check: {exc}", file=sys.stderr)
+        return USAGE
+    return _run_check(args, config, context)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtppool", description="Tools for smtppool's users."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check",
+        help="connect to a server the way the pool would, and report what it does",
+        description=(
+            "Connect to an SMTP server the way SMTPPool would, report each step, "
+            "and exit with 0 if these settings would work. The password is read "
+            f"from ${PASSWORD_VARIABLE} (or the variable --password-env names), "
+            "or asked for; it is never an argument."
+        ),
+    )
+    check.add_argument("target", metavar="HOST[:PORT]", help="port 587 if omitted")
+    check.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        help="as SMTPPool's security=; 'ssl' on port 465, 'starttls' otherwise",
+    )
+    check.add_argument("--user", help="log in as this user")
+    check.add_argument(
+        "--password-env",
+        metavar="NAME",
+        default=PASSWORD_VARIABLE,
+        help=f"the environment variable holding the password ({PASSWORD_VARIABLE})",
+    )
+    check.add_argument(
+        "--oauth-token-env",
+        metavar="NAME",
+        help="log in with AUTH XOAUTH2, with the token in this variable",
+    )
+    check.add_argument(
+        "--allow-unencrypted-auth",
+        action="store_true",
+        help="let --security none log in (a relay you trust on a network you trust)",
+    )
+    check.add_argument(
+        "--cafile",
+        help="trust the authorities in this PEM file instead of the system's",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per step (10)"
+    )
+    check.add_argument(
+        "--local-hostname", help="the name to send in EHLO (looked up if omitted)"
+    )
+    check.add_argument(
+        "--idle-probe",
+        action="store_true",
+        help="also measure how long the server keeps an idle session "
+        "(takes up to twice --probe-longest)",
+    )
+    check.add_argument(
+        "--probe-first",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the first silence the idle probe tries; it doubles from there (1)",
+    )
+    check.add_argument(
+        "--probe-longest",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="the longest silence the idle probe tries (600)",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[PoolConfig, ssl.SSLContext | None]:
+    """The pool's settings from the command line, checked as the pool checks
+    them; the secret comes from the environment or a prompt."""
+    host, port = _target(args.target)
+    if port is None:
+        port = 465 if args.security == "ssl" else 587
+    security = args.security or default_security(port)
+
+    password: str | None = None
+    oauth_token: Callable[[], str] | None = None
+    if args.user is not None:
+        if args.oauth_token_env is not None:
+            oauth_token = _from_environment(args.oauth_token_env)
+        else:
+            password = _password(args.user, args.password_env)
+
+    config = PoolConfig(
+        host=host,
+        port=port,
+        security=security,
+        username=args.user,
+        password=password,
+        oauth_token=oauth_token,
+        timeout=args.timeout,
+        local_hostname=args.local_hostname,
+        allow_unencrypted_auth=args.allow_unencrypted_auth,
+        name=f"check {host}:{port}",
+    )
+    if config.security == "none":
+        return config, None
+    if args.cafile is None:
+        return config, default_tls_context()
+
+    context = ssl.create_default_context(cafile=args.cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return config, context
+
+
+def _target(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"cannot read {text!r} as [ADDRESS]:PORT")
+        return host, _port(rest[1:]) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port(port)
+    return text, None  # a name, or an IPv6 address without a port
+
+
+def _port(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"the port must be a number, got {text!r}")
+    return int(text)
+
+
+def _password(user: str, variable: str) -> str:
+    password = os.environ.get(variable)
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise ValueError(
+            f"no password for {user!r}: set ${variable}, or run in a terminal to "
+            "be asked for it"
+        )
+    return getpass.getpass(f"Password for {user}: ")
+
+
+def _from_environment(variable: str) -> Callable[[], str]:
+    if variable not in os.environ:
+        raise ValueError(f"${variable} is not set")
+    return lambda: os.environ[variable]
+
+
+def _run_check(
+    args: argparse.Namespace, config: PoolConfig, context: ssl.SSLContext | None
+) -> int:
+    report = _check.check(config, context)
+
+    if report.ok and args.idle_probe:
+        try:
+            report.idle_probe = _check.probe_idle(
+                config,
+                context,
+                first=args.probe_first,
+                longest=args.probe_longest,
+                progress=_progress(sys.stderr),
+            )
+        except Exception as exc:  # the server or the network; say so, then stop
+            report.ok = False
+            report.failed_step = "idle probe"
+            report.problem = _check.describe(exc)
+
+    if args.json:
+        print(json.dumps(attrs.asdict(report), indent=2))
+    else:
+        print(render(report))
+    return OK if report.ok else FAILED
+
+
+def _progress(stream: TextIO) -> Callable[[str], None]:
+    def show(line: str) -> None:
+        print(f"idle probe: {line}", file=stream, flush=True)
+
+    return show
+
+
+def render(report: _check.Report) -> str:
+    """The report as a table a person reads, ending with the verdict."""
+    rows: list[tuple[str, str]] = []
+    add = rows.append
+
+    add(("server", f"{report.host}:{report.port}, security={report.security!r}"))
+    if report.addresses:
+        add(("resolved", f"{', '.join(report.addresses)}{_ms(report.resolve_seconds)}"))
+    if report.connect_seconds is not None:
+        what = "connected (TCP and TLS)" if report.security == "ssl" else "connected"
+        add((what, _ms(report.connect_seconds).strip(" ()")))
+    if report.greeting is not None:
+        add(("greeting", f"{report.greeting}{_ms(report.greeting_seconds)}"))
+    if report.extensions_before_tls is not None:
+        add(("before STARTTLS", _extensions(report.extensions_before_tls)))
+    if report.extensions:
+        add(("extensions", _extensions(report.extensions)))
+    if report.tls is not None:
+        rows.extend(_tls_rows(report.tls))
+    if report.username is not None:
+        login = f"{report.login} as {report.username}{_ms(report.login_seconds)}"
+        add(("login", login))
+    if report.round_trip_seconds is not None:
+        add(("round trip", f"{_ms(report.round_trip_seconds).strip(' ()')} (NOOP)"))
+    if report.idle_probe is not None:
+        rows.extend(_probe_rows(report.idle_probe))
+
+    width = max(len(label) for label, _ in rows)
+    lines = [f"  {label:<{width}}  {value}" for label, value in rows]
+    lines += [f"  warning: {warning}" for warning in report.warnings]
+    lines.append("")
+    lines.append(_verdict(report))
+    return "\n".join(lines)
+
+
+def _verdict(report: _check.Report) -> str:
+    if not report.ok:
+        lines = [f"FAILED at {report.failed_step}: {report.problem}"]
+        if report.hint:
+            lines.append(f"hint: {report.hint}")
+        return "\n".join(lines)
+
+    settings = [f"{report.host!r}", str(report.port), f"security={report.security!r}"]
+    if report.username is not None:
+        settings.append(f"username={report.username!r}, password=...")
+    if report.idle_probe is not None:
+        settings.append(f"max_idle={report.idle_probe.max_idle:g}")
+        settings.append(f"max_lifetime={report.idle_probe.max_lifetime:g}")
+    return f"OK: these settings work: SMTPPool({', '.join(settings)})"
+
+
+def _tls_rows(tls: _check.TLS) -> list[tuple[str, str]]:
+    rows = [("TLS", f"{tls.version} {tls.cipher}{_ms(tls.seconds)}")]
+    if not tls.verified:
+        rows.append(("certificate", "NOT verified (the context does not check it)"))
+    certificate = tls.certificate
+    if certificate is not None:
+        rows.append(("certificate", certificate.subject))
+        rows.append(("issued by", certificate.issuer))
+        rows.append(
+            ("expires", f"{certificate.expires} ({certificate.days_left} days)")
+        )
+        rows.append(("names", ", ".join(certificate.names)))
+    if tls.verified:
+        rows.append(("verified", "certificate and host name match"))
+    return rows
+
+
+def _probe_rows(probe: _check.IdleProbe) -> list[tuple[str, str]]:
+    survived = ", ".join(f"{s:g} s" for s in probe.survived) or "none"
+    rows = [("idle survived", survived)]
+    if probe.dropped_after is None:
+        rows.append(("idle dropped", "never, within the silences tried"))
+    else:
+        cause = "idle timeout" if probe.confirmed else "not silence: a fresh one lived"
+        rows.append(("idle dropped", f"after {probe.dropped_after:g} s ({cause})"))
+    if probe.dropped_at_age is not None:
+        rows.append(("dropped at age", f"{probe.dropped_at_age:.1f} s"))
+    rows.append(("max_idle", f"{probe.max_idle:g} s (recommended)"))
+    rows.append(("max_lifetime", f"{probe.max_lifetime:g} s (recommended)"))
+    return rows
+
+
+def _extensions(features: dict[str, str]) -> str:
+    words = [f"{name} {value}".strip() for name, value in features.items()]
+    return ", ".join(words) or "none (HELO only)"
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f" ({seconds * 1000:.1f} ms)"
