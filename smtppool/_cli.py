@@ -43,12 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # No abbreviations: "--password SECRET" must be an error, not taken for
+    # "--password-env SECRET" and echoed back in the message about that variable.
     parser = argparse.ArgumentParser(
-        prog="smtppool", description="Tools for smtppool's users."
+        prog="smtppool", description="Tools for smtppool's users.", allow_abbrev=False
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check",
+        allow_abbrev=False,
         help="connect to a server the way the pool would, and report what it does",
         description=(
             "Connect to an SMTP server the way SMTPPool would, report each step, "
@@ -69,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=PASSWORD_VARIABLE,
         help=f"the environment variable holding the password ({PASSWORD_VARIABLE})",
+    )
+    check.add_argument(
+        "--password", nargs="?", action=_NoPassword, help=argparse.SUPPRESS
     )
     check.add_argument(
         "--oauth-token-env",
@@ -114,9 +120,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoPassword(argparse.Action):
+    """Refuse ``--password`` with a reason, and without echoing its value as
+    argparse does for an argument it does not know."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "the password is never an argument (it would stay in the shell's "
+            f"history and the process list): set ${PASSWORD_VARIABLE}, or leave "
+            "it out to be asked for it"
+        )
+
+
 def _settings(args: argparse.Namespace) -> tuple[PoolConfig, ssl.SSLContext | None]:
     """The pool's settings from the command line, checked as the pool checks
     them; the secret comes from the environment or a prompt."""
+    if not 0 < args.probe_first <= args.probe_longest:
+        raise ValueError(
+            "--probe-first must be greater than 0 and at most --probe-longest"
+        )
     host, port = _target(args.target)
     if port is None:
         port = 465 if args.security == "ssl" else 587
