@@ -323,27 +323,33 @@ def test_json_of_a_failure(smtp_server: SMTPTestServer, run: Run) -> None:
 def test_idle_probe(
     smtp_server_factory: Callable[..., SMTPTestServer], run: Run
 ) -> None:
-    """A server that drops sessions silent for 2 s: one second survives, two do
-    not, a fresh session confirms it, and the advice stays below 2 s."""
+    """A server that drops sessions silent for 2 s: 0.6 and 1.2 s survive, 2.4 s
+    do not, a fresh session confirms it, and the advice stays below 2 s. Each
+    silence is 0.4 s or more away from the timeout, so a slow machine cannot
+    change the outcome."""
     server = smtp_server_factory(idle_timeout=2, idle_drop="421")
 
-    status, out, err = run(server, "--security", "none", "--idle-probe", "--json")
+    status, out, err = run(
+        server, "--security", "none", "--idle-probe", "--probe-first", "0.6", "--json"
+    )
 
     assert status == _cli.OK
     probe = json.loads(out)["idle_probe"]
-    assert probe["survived"] == [1.0]
-    assert probe["dropped_after"] == 2.0
+    assert probe["survived"] == [0.6, 1.2]
+    assert probe["dropped_after"] == 2.4
     assert probe["confirmed"] is True
     assert probe["dropped_at_age"] is None
-    assert 0 < probe["max_idle"] < 2
+    assert probe["max_idle"] == 0.9  # 80 % of 1.2 s, in tenths, rounded down
     assert probe["max_lifetime"] == 600
     assert err.splitlines() == [
-        "idle probe: silent for 1 s ...",
-        "idle probe: silent for 1 s: still open",
-        "idle probe: silent for 2 s ...",
-        "idle probe: silent for 2 s: dropped",
-        "idle probe: a fresh session, silent for 2 s ...",
-        "idle probe: a fresh session, silent for 2 s: dropped",
+        "idle probe: silent for 0.6 s ...",
+        "idle probe: silent for 0.6 s: still open",
+        "idle probe: silent for 1.2 s ...",
+        "idle probe: silent for 1.2 s: still open",
+        "idle probe: silent for 2.4 s ...",
+        "idle probe: silent for 2.4 s: dropped",
+        "idle probe: a fresh session, silent for 2.4 s ...",
+        "idle probe: a fresh session, silent for 2.4 s: dropped",
     ]
     # The check's session, the probed one and the fresh one.
     assert len(server.sessions) == 3
@@ -469,3 +475,36 @@ def test_console_script(smtp_server: SMTPTestServer) -> None:
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["ok"] is True
     assert len(smtp_server.sessions) == 2
+
+
+def test_the_documented_json_has_the_real_keys(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    server_context: ssl.SSLContext,
+    ca_file: str,
+    run: Run,
+) -> None:
+    """docs/check.md shows a report with every key a real one has, nested too."""
+    page = (Path(__file__).parent.parent / "docs" / "check.md").read_text()
+    documented = json.loads(page.split("```json\n")[1].split("```")[0])
+    server = smtp_server_factory(tls_context=server_context, auth=("app", PASSWORD))
+
+    status, out, _ = run(
+        server,
+        "--user",
+        "app",
+        "--cafile",
+        ca_file,
+        "--json",
+        "--idle-probe",
+        "--probe-first",
+        "0.1",
+        "--probe-longest",
+        "0.2",
+    )
+
+    assert status == _cli.OK
+    real = json.loads(out)
+    assert documented.keys() == real.keys()
+    for part in ("tls", "idle_probe"):
+        assert documented[part].keys() == real[part].keys()
+    assert documented["tls"]["certificate"].keys() == real["tls"]["certificate"].keys()
