@@ -776,12 +776,18 @@ class SMTPPool:
         self._put_back(session)
 
     def _put_back(self, session: Session) -> None:
-        """Return a healthy session to the pool, or close it if the pool is closed."""
+        """Return a healthy session to the pool, or close it if the pool is closed
+        or was drained since the session was last checked."""
         with self._lock:
-            if not self._closed:
+            # Asked again under the lock: drain() may have run since the caller
+            # looked, and would otherwise leave this session idle for good.
+            if not self._closed and not self._is_drained(session):
                 self._hand_over_locked(session)
                 return
-        self._discard(session, CloseReason.POOL_CLOSED)
+            closed = self._closed
+        self._discard(
+            session, CloseReason.POOL_CLOSED if closed else CloseReason.DRAINED
+        )
 
     def _hand_over_locked(self, session: Session) -> None:
         """Give a healthy session to the oldest waiter, or put it on the idle stack."""

@@ -4,6 +4,7 @@ over STARTTLS with certificates from trustme."""
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 import threading
@@ -240,6 +241,35 @@ def test_a_held_connection_moves_to_the_new_credentials_between_messages(
     assert (old.calls, new.calls) == (1, 1)
     assert [s.authenticated_as for s in server.sessions] == [USER, USER]
     assert pool.stats().closed.drained == 1
+
+
+def test_drain_while_a_returned_session_is_being_reset(
+    smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
+) -> None:
+    """drain() after checkin has found the session fresh but before it is back on
+    the idle stack (here: while its RSET is answered): it is closed, not kept."""
+    pool = pool_factory()
+    smtp_server.on("RSET", delay=1.0, times=1)
+
+    def fail_after_sending() -> None:
+        with (
+            contextlib.suppress(RuntimeError),
+            pool.connection() as conn,
+        ):
+            conn.send_message(make_message())
+            raise RuntimeError("the caller's own bug: the block needs an RSET")
+
+    returning = threading.Thread(target=fail_after_sending)
+    returning.start()
+    smtp_server.wait_until(lambda: smtp_server.count("RSET") == 1)
+    pool.drain()
+    returning.join(timeout=10)
+
+    assert not returning.is_alive()
+    smtp_server.wait_for_sessions_closed()
+    assert smtp_server.sessions[0].commands[-2:] == ("RSET", "QUIT")
+    assert pool.stats().closed.drained == 1
+    assert pool.stats().size == 0
 
 
 def test_drain_with_nothing_lent_closes_every_session(
