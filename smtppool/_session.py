@@ -24,6 +24,7 @@ import attrs
 from ._config import PoolConfig
 from ._log import logger
 from ._smtp import StagedSMTP, StagedSMTP_SSL
+from .exceptions import CredentialsUnavailable
 
 T = TypeVar("T")
 
@@ -376,25 +377,52 @@ def _login(smtp: StagedSMTP, username: str, config: PoolConfig) -> None:
     provider = config.oauth_token
     if provider is None:
         password = config.password
-        smtp.login(username, _ascii(password() if callable(password) else password))
+        secret = _called(password, "password") if callable(password) else password
+        _logged_in(smtp.login(username, _ascii(secret)))
         return
 
     # A token can expire between the provider's call and the server's check: a
     # refusal then gets one more try with a token asked for anew.
     for attempt in (1, 2):
-        initial = _xoauth2(username, _ascii(provider()))
+        token = _ascii(_called(provider, "oauth_token"))
+        if not token:
+            raise ValueError("the oauth_token callable returned an empty token")
+        initial = _xoauth2(username, token)
         try:
-            smtp.auth(
-                "XOAUTH2",
-                lambda challenge=None, initial=initial: (
-                    initial if challenge is None else ""
-                ),
+            _logged_in(
+                smtp.auth(
+                    "XOAUTH2",
+                    lambda challenge=None, initial=initial: (
+                        initial if challenge is None else ""
+                    ),
+                )
             )
         except smtplib.SMTPAuthenticationError as exc:
             if attempt == 2 or exc.smtp_code != 535:
                 raise
         else:
             return
+
+
+def _called(provider: Callable[[], str], name: str) -> str:
+    """Call the caller's password or token callable, keeping its failures apart
+    from the server's: a token service that cannot be reached must not read as
+    a lost SMTP session, nor be tried again as one."""
+    try:
+        return provider()
+    except Exception as exc:
+        # Its message is left out: it may hold what the callable was fetching.
+        raise CredentialsUnavailable(
+            f"the {name} callable raised {type(exc).__name__}; see the cause"
+        ) from exc
+
+
+def _logged_in(reply: tuple[int, bytes]) -> None:
+    """Refuse what smtplib lets through: it takes 503 (bad sequence) for "already
+    logged in", which a session that has just opened cannot be."""
+    code, text = reply
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, text)
 
 
 def _xoauth2(username: str, token: str) -> str:

@@ -27,6 +27,7 @@ from ._stage import Stage
 
 __all__ = [
     "ConnectionFailed",
+    "CredentialsUnavailable",
     "DeliveryUnknown",
     "PermanentDataError",
     "PermanentError",
@@ -54,6 +55,12 @@ class PoolTimeout(SMTPPoolError, TimeoutError):
 
 class PoolClosed(SMTPPoolError):
     """The pool was closed; it hands out no more connections."""
+
+
+class CredentialsUnavailable(SMTPPoolError, RuntimeError):
+    """The ``password`` or ``oauth_token`` callable raised, so no session could
+    log in. Its own error is the ``__cause__``; the SMTP server is not at fault,
+    and the pool does not try again by itself."""
 
 
 class SendError(SMTPPoolError):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from smtppool import SMTPPool
+from smtppool.exceptions import CredentialsUnavailable
 from smtppool.testing import SMTPTestServer
 
 from .conftest import SECRETS, make_message
@@ -298,3 +299,96 @@ def test_bad_new_credentials_keep_the_old_ones(
 
     assert pool.config.username == "app"
     assert pool.config.oauth_token is None
+
+
+@pytest.mark.parametrize(
+    "failure", [ConnectionRefusedError, ConnectionResetError, TimeoutError, KeyError]
+)
+def test_a_failing_provider_is_not_the_servers_fault(
+    secure_server: Callable[..., SMTPTestServer],
+    oauth_pool: Callable[..., SMTPPool],
+    failure: type[Exception],
+) -> None:
+    """A token service that cannot be reached: its error, as the cause of one that
+    says where it came from; not a lost SMTP session, so not tried again."""
+    calls: list[int] = []
+
+    def provider() -> str:
+        calls.append(1)
+        raise failure("token endpoint unreachable")
+
+    server = secure_server(xoauth2=lambda user, token: True)
+    pool = oauth_pool(server, provider)  # type: ignore[arg-type]
+
+    with pytest.raises(CredentialsUnavailable) as raised:
+        pool.send_message(make_message())
+
+    assert isinstance(raised.value.__cause__, failure)
+    assert f"the oauth_token callable raised {failure.__name__}" in str(raised.value)
+    assert f"{server.host}:{server.port}" not in str(raised.value)
+    assert len(calls) == 1
+    assert len(server.sessions) == 1
+    assert server.messages == []
+
+
+def test_a_failing_password_callable(
+    secure_server: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+) -> None:
+    def vault() -> str:
+        raise OSError("vault sealed")
+
+    server = secure_server(auth=(USER, SECRETS[0]))
+    pool = pool_factory(
+        server,
+        security="starttls",
+        ssl_context=client_context,
+        username=USER,
+        password=vault,
+    )
+
+    with pytest.raises(CredentialsUnavailable, match="password callable raised"):
+        pool.send_message(make_message())
+
+    assert server.sessions[0].authenticated_as is None
+
+
+def test_an_empty_token_is_not_sent(
+    secure_server: Callable[..., SMTPTestServer],
+    oauth_pool: Callable[..., SMTPPool],
+) -> None:
+    server = secure_server(xoauth2=lambda user, token: True)
+    pool = oauth_pool(server, Tokens(""))
+
+    with pytest.raises(ValueError, match="returned an empty token"):
+        pool.send_message(make_message())
+
+    assert "AUTH" not in server.sessions[0].commands
+
+
+@pytest.mark.parametrize("mechanism", ["password", "oauth_token"])
+def test_503_to_auth_is_a_refusal(
+    secure_server: Callable[..., SMTPTestServer],
+    pool_factory: Callable[..., SMTPPool],
+    client_context: ssl.SSLContext,
+    mechanism: str,
+) -> None:
+    """smtplib reads 503 as "already logged in"; on a new session it is not."""
+    server = secure_server(auth=(USER, SECRETS[0]), xoauth2=lambda user, token: True)
+    server.on("AUTH", "503 5.5.1 Bad sequence of commands")
+    secret: object = Tokens("token") if mechanism == "oauth_token" else SECRETS[0]
+    pool = pool_factory(
+        server,
+        security="starttls",
+        ssl_context=client_context,
+        username=USER,
+        **{mechanism: secret},
+    )
+
+    with pytest.raises(smtplib.SMTPAuthenticationError) as raised:
+        pool.send_message(make_message())
+
+    assert raised.value.smtp_code == 503
+    assert server.count("MAIL") == 0
+    assert pool.stats().size == 0
