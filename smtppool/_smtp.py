@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import email.message
+import email.utils
 import os
 import re
 import smtplib
@@ -125,7 +126,7 @@ class StagedSMTP(smtplib.SMTP):
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
     ) -> dict[str, tuple[int, bytes]]:
-        _check_headers(msg)
+        check_headers(msg)
         return super().send_message(
             msg, from_addr, to_addrs, mail_options, rcpt_options
         )
@@ -181,19 +182,35 @@ class StagedSMTP(smtplib.SMTP):
             self.stage = Stage.DOT_WRITTEN
 
 
+# What Python's email package may write as a line break when it serializes a
+# header with the compat32 policy: CR and LF, and also the other characters that
+# str.splitlines() splits at.
+_BREAKS_BUT_CR = "\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_BREAKS = "\r" + _BREAKS_BUT_CR
+
 # A line break that does not continue the header on the next line (RFC 5322
 # section 2.2.3): anything after it would be read as a header of its own.
-_HEADER_BREAK = re.compile(r"\r\n(?![ \t])|\r(?![\n \t])|\n(?![ \t])")
+_HEADER_BREAK = re.compile(f"(?:\r\n|\r(?!\n)|[{_BREAKS_BUT_CR}])(?![ \t])")
+
+# No address needs a control character, and a line break would end the command.
+_UNSAFE_CHAR = re.compile(f"[\x00-\x1f\x7f{_BREAKS}]")
+# local@domain with nothing that needs a closer look: quotes, brackets, a comma.
+_PLAIN_ADDRESS = re.compile(r'[^\s"<>(),;:\\\[\]@]+@[^\s"<>(),;:\\\[\]@]+')
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# An address as smtplib writes it in MAIL FROM or RCPT TO: one <...>, with spaces
+# only inside a quoted local part. Anything after it would be read as a parameter.
+_ONE_ADDRESS = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^<>\s"])*>')
 
 
-def _check_headers(msg: email.message.Message) -> None:
+def check_headers(msg: email.message.Message) -> None:
     """Refuse a header whose value would start another header, before anything
     is written. Messages built with a modern policy cannot hold one; those built
-    with ``compat32`` (``email.message.Message``) take any string."""
-    for name, value in msg.items():
-        if _HEADER_BREAK.search(name) or (
-            isinstance(value, str) and _HEADER_BREAK.search(value)
-        ):
+    with ``compat32`` (``email.message.Message``) take any string, and
+    ``email.header.Header`` objects are not checked by the email package at all."""
+    # Raw: the modern policy hides line breaks when a value is read, not when it
+    # is written out (Flask-Mail's messages show it).
+    for name, value in msg.raw_items():
+        if _HEADER_BREAK.search(name) or _HEADER_BREAK.search(str(value)):
             raise ValueError(
                 f"the {name.strip()!r} header contains a line break that would "
                 "start a header of its own; nothing was sent"
@@ -201,20 +218,46 @@ def _check_headers(msg: email.message.Message) -> None:
 
 
 def _check_addresses(from_addr: str, to_addrs: str | Sequence[str]) -> None:
-    """Refuse an address with a line break before anything is written.
+    """Refuse an address that would not go out as the one address asked for,
+    before anything is written.
 
-    smtplib would not send the break either: its address parser drops the break
-    and what follows, so ``"a@example.com>\\r\\nRCPT TO:<b@example.com>"`` would
-    go out as ``<a@example.com>``, quietly not what was asked for.
+    smtplib would not send a line break either: its address parser drops the
+    break and what follows, so ``"a@example.com>\\r\\nRCPT TO:<b@example.com>"``
+    would go out as ``<a@example.com>``, quietly not what was asked for. And a
+    string it cannot parse but that starts with ``<`` goes out as it is, so
+    ``"<> NOTIFY=NEVER"`` would add a parameter to the command.
     """
     recipients = [to_addrs] if isinstance(to_addrs, str) else to_addrs
     for role, address in [("sender", from_addr)] + [
         ("recipient", rcpt) for rcpt in recipients
     ]:
-        if "\r" in address or "\n" in address:
+        if _UNSAFE_CHAR.search(address):
             raise ValueError(
-                f"the {role} address {address!r} contains a line break, which "
-                "would end the SMTP command early; nothing was sent"
+                f"the {role} address {address!r} contains a line break or a "
+                "control character, which would end or change the SMTP command; "
+                "nothing was sent"
+            )
+        if _PLAIN_ADDRESS.fullmatch(address):
+            continue  # nearly every address: none of the checks below can fail
+
+        if not _ONE_ADDRESS.fullmatch(smtplib.quoteaddr(address)):
+            raise ValueError(
+                f"the {role} address {address!r} cannot be read as one address: "
+                "what follows it would go out as part of the SMTP command; "
+                "nothing was sent"
+            )
+        if len(email.utils.getaddresses([address])) > 1:
+            raise ValueError(
+                f"the {role} address {address!r} holds more than one address, and "
+                "smtplib would send to the first alone: pass a list of addresses; "
+                "nothing was sent"
+            )
+        unquoted = _QUOTED.sub("", address).strip()
+        if "<" not in unquoted and any(char.isspace() for char in unquoted):
+            raise ValueError(
+                f"the {role} address {address!r} has a space outside quotes, which "
+                "smtplib would drop, joining the parts into another address; "
+                "nothing was sent"
             )
 
 

@@ -192,6 +192,14 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
 
         # As Django does, log in only when both are set.
         login = bool(self.username and self.password)
+        if login and security == "none" and not options.get("allow_unencrypted_auth"):
+            raise ValueError(
+                "EMAIL_HOST_USER and EMAIL_HOST_PASSWORD are set but neither "
+                "EMAIL_USE_TLS nor EMAIL_USE_SSL: the password would cross the "
+                "network unencrypted. Set EMAIL_USE_TLS (STARTTLS, port 587) or "
+                "EMAIL_USE_SSL (port 465), or SMTPPOOL = {'allow_unencrypted_auth': "
+                "True} for a relay you trust on a network you trust"
+            )
         return SMTPPool(
             self.host,
             port,

@@ -41,6 +41,7 @@ from . import _config
 from ._connection import Connection as PoolConnection
 from ._pool import SMTPPool
 from ._session import Refused
+from ._smtp import check_headers
 from .exceptions import SMTPPoolError
 
 __all__ = ["Connection", "EmailBackend", "Mail", "MailSettings", "email_dispatched"]
@@ -147,6 +148,18 @@ class MailSettings:
             )
 
         options, keys = _pool_options(config)
+        if (
+            username is not None
+            and security == "none"
+            and not options.get("allow_unencrypted_auth")
+        ):
+            raise ValueError(
+                "MAIL_USERNAME and MAIL_PASSWORD are set but neither MAIL_USE_TLS "
+                "nor MAIL_USE_SSL: the password would cross the network "
+                "unencrypted. Set MAIL_USE_TLS (STARTTLS, port 587) or MAIL_USE_SSL "
+                "(port 465), or SMTPPOOL_ALLOW_UNENCRYPTED_AUTH = True for a relay "
+                "you trust on a network you trust"
+            )
         settings = cls(
             server=_server(config),
             port=_port(config),
@@ -464,12 +477,16 @@ class Connection:
         if message.date is None:
             message.date = time.time()
 
+        # What message.as_bytes() would write, checked first: Flask-Mail checks
+        # only some headers, and only for CR and LF.
+        mime = message._message()
+        check_headers(mime)
         if self._lease is None:
             return {}
         return self._lease.sendmail(
             sanitize_address(envelope_from or message.sender),
             list(sanitize_addresses(message.send_to)),
-            message.as_bytes(),
+            mime.as_bytes(),
             message.mail_options,
             message.rcpt_options,
         )
@@ -492,12 +509,14 @@ class Connection:
             message.from_email = self._default_sender()
         encoding = message.encoding or mailman.default_charset
 
+        mime = message.message()
+        check_headers(mime)
         if self._lease is None:
             return {}
         return self._lease.sendmail(
             sanitize_address(envelope_from or message.from_email, encoding),
             [sanitize_address(address, encoding) for address in recipients],
-            message.message().as_bytes(linesep="\r\n"),
+            mime.as_bytes(linesep="\r\n"),
             mailman.mail_options or (),
         )
 

@@ -328,8 +328,14 @@ def test_a_login_without_tls_is_refused_even_when_failing_silently(
     """A password in clear text is a setting to fix, not a send to swallow."""
     with (
         override_settings(EMAIL_HOST_USER="app", EMAIL_HOST_PASSWORD="pw"),
-        pytest.raises(ValueError, match="allow_unencrypted_auth=True"),
+        pytest.raises(ValueError, match="neither EMAIL_USE_TLS nor EMAIL_USE_SSL"),
     ):
         mail.send_mail("x", "b", None, ["to@example.test"], fail_silently=True)
 
     assert server.sessions == []
+    with (
+        override_settings(EMAIL_HOST_USER="app", EMAIL_HOST_PASSWORD="pw"),
+        pytest.raises(ValueError, match="password would cross") as raised,
+    ):
+        mail.send_mail("x", "b", None, ["to@example.test"])
+    assert "SMTPPOOL = {'allow_unencrypted_auth': True}" in str(raised.value)

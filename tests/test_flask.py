@@ -146,6 +146,57 @@ def test_a_flask_mail_app_switches_by_its_import(
     assert len(smtp_server.sessions) == 1
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"extra_headers": {"X-A": "v\r\nBcc: victim@example.test"}},
+        {"extra_headers": {"X-A\r\nX-Injected": "v"}},
+        {"extra_headers": {"X-A": "v\x0bX-Injected : yes"}},
+        {"subject": "hi\x0bX-Injected : yes"},
+    ],
+)
+def test_flask_mail_headers_are_checked_before_sending(
+    smtp_server: SMTPTestServer, app_factory: AppFactory, headers: dict[str, Any]
+) -> None:
+    """Flask-Mail checks a few headers, for CR and LF only; every header of the
+    message it builds is checked before a byte is written."""
+    app = app_factory()
+    mail = Mail(app)
+
+    with app.app_context(), pytest.raises(ValueError, match="line break"):
+        mail.send(
+            flask_mail.Message(recipients=["r@example.test"], body="b", **headers)
+        )
+
+    assert smtp_server.count("MAIL") == 0
+
+
+def test_flask_mailman_headers_are_checked_before_sending(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    app, _, mailman = with_mailman(app_factory)
+    message = flask_mailman.EmailMessage(
+        "hi\x0bX-Injected : yes", "b", "s@example.test", ["r@example.test"]
+    )
+
+    with app.app_context(), pytest.raises(ValueError, match="line break"):
+        message.send()
+
+    assert mailman is not None
+    assert smtp_server.count("MAIL") == 0
+
+
+def test_a_login_without_tls_names_the_flask_settings(app_factory: AppFactory) -> None:
+    app = app_factory(MAIL_USERNAME="app", MAIL_PASSWORD="pw")
+
+    with pytest.raises(
+        ValueError, match="neither MAIL_USE_TLS nor MAIL_USE_SSL"
+    ) as raised:
+        Mail(app)
+
+    assert "SMTPPOOL_ALLOW_UNENCRYPTED_AUTH = True" in str(raised.value)
+
+
 def test_flask_mailman_messages_through_mail_send_and_the_backend(
     smtp_server: SMTPTestServer, app_factory: AppFactory
 ) -> None:
@@ -238,7 +289,7 @@ def test_record_messages_also_records_real_sends(
         ({"MAIL_USERNAME": "app"}, "MAIL_PASSWORD is not set"),
         (
             {"MAIL_USERNAME": "app", "MAIL_PASSWORD": "pw"},
-            "MAIL_USERNAME: username and password would cross the network",
+            "neither MAIL_USE_TLS nor MAIL_USE_SSL: the password would cross",
         ),
         ({"SMTPPOOL_MAX_SIZE": 0}, "max_size must be at least 1, got 0"),
         ({"SMTPPOOL_COLOUR": "blue"}, "SMTPPOOL_COLOUR is not a setting"),
@@ -465,7 +516,10 @@ def test_unset_environment_variables_take_the_defaults(
         ({"SMTPPOOL_SOURCE_ADDRESS": ["127.0.0.1", 0]}, "SMTPPOOL_SOURCE_ADDRESS: "),
         ({"MAIL_SERVER": "  "}, "MAIL_SERVER must be a host name or address"),
         ({"MAIL_PORT": "²"}, "MAIL_PORT must be a port number"),
-        ({"MAIL_USERNAME": "ü", "MAIL_PASSWORD": "pw"}, "MAIL_USERNAME: username"),
+        (
+            {"MAIL_USERNAME": "ü", "MAIL_PASSWORD": "pw", "MAIL_USE_TLS": True},
+            "MAIL_USERNAME: username",
+        ),
     ],
 )
 def test_pool_setting_errors_name_the_key(

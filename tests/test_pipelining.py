@@ -7,6 +7,7 @@ to a pool that asks for it; the caller must not be able to tell them apart.
 
 from __future__ import annotations
 
+import email.header
 import email.message
 import smtplib
 from collections.abc import Callable
@@ -451,3 +452,94 @@ def test_a_header_that_would_start_another_is_refused(
     folded.set_payload("body\r\n")
     pool.send_message(folded)
     assert len(server.messages) == 1
+
+
+# What Python's email package also writes as a line break in a compat32 header.
+OTHER_BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("value", [f"hi{b}X-Injected : yes" for b in OTHER_BREAKS])
+def test_every_kind_of_line_break_in_a_header_is_refused(
+    smtp_server_factory: ServerFactory, pool_factory: PoolFactory, mode: str, value: str
+) -> None:
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+    msg = email.message.Message()
+    msg["From"], msg["To"] = "s@example.test", "r@example.test"
+    msg["Subject"] = value
+    msg.set_payload("body\r\n")
+
+    with pytest.raises(ValueError, match="'Subject' header contains a line break"):
+        pool.send_message(msg)
+
+    assert server.count("MAIL") == 0
+
+
+def test_a_header_object_with_a_line_break_is_refused(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """email.header.Header values are not strings, and not checked by the email
+    package: the pool checks their text."""
+    pool = pool_factory()
+    msg = email.message.Message()
+    msg["From"], msg["To"] = "s@example.test", "r@example.test"
+    msg["Subject"] = email.header.Header("hi\r\nBcc: victim@example.test")
+    msg.set_payload("body\r\n")
+
+    with pytest.raises(ValueError, match="'Subject' header contains a line break"):
+        pool.send_message(msg)
+
+    assert smtp_server.count("MAIL") == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("<> BODY=8BITMIME", "cannot be read as one address"),
+        ("<<s@example.test> NOTIFY=NEVER", "cannot be read as one address"),
+        ("s@example.test NOTIFY=NEVER", "has a space outside quotes"),
+        ("a@example.test, victim@example.test", "holds more than one address"),
+        ("s@example.test\x0bRCPT", "contains a line break or a control character"),
+        ("s@example.test\x00", "contains a line break or a control character"),
+    ],
+)
+def test_an_address_that_would_change_the_command_is_refused(
+    smtp_server_factory: ServerFactory,
+    pool_factory: PoolFactory,
+    mode: str,
+    address: str,
+    reason: str,
+) -> None:
+    """smtplib writes a string it cannot parse as it is, so anything after the
+    address would become an ESMTP parameter; or it quietly sends elsewhere."""
+    server = start(mode, smtp_server_factory)
+    pool = pool_for(mode, pool_factory, server)
+
+    for sender, recipient in [(address, "r@example.test"), ("s@example.test", address)]:
+        with pytest.raises(ValueError, match=reason):
+            pool.sendmail(sender, [recipient], b"Subject: x\r\n\r\nbody\r\n")
+
+    assert server.count("MAIL") == 0
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",  # the null sender of bounces
+        "<>",
+        "Name <s@example.test>",
+        '"Doe, John" <s@example.test>',
+        '"john doe"@example.test',
+        "postmaster",
+    ],
+)
+def test_unusual_but_sound_addresses_still_go_out(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory, address: str
+) -> None:
+    pool = pool_factory()
+
+    pool.sendmail(address, ["r@example.test"], b"Subject: x\r\n\r\nbody\r\n")
+
+    assert len(smtp_server.messages) == 1
