@@ -284,7 +284,11 @@ def _warn_about(report: Report, config: PoolConfig) -> None:
             f"the certificate expires in {certificate.days_left} days"
         )
     if config.security == "none":
-        report.warnings.append("the session is not encrypted (security='none')")
+        offered = "STARTTLS" in report.extensions
+        report.warnings.append(
+            "the session is not encrypted (security='none')"
+            + ("; the server offers STARTTLS: use 'starttls'" if offered else "")
+        )
     if "PIPELINING" not in report.extensions:
         report.warnings.append(
             "no PIPELINING: each message costs a round trip per command"

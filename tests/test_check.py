@@ -74,7 +74,7 @@ def test_plain_server(smtp_server: SMTPTestServer, run: Run) -> None:
     assert row(out, "greeting").startswith("220 smtppool.test")
     assert "PIPELINING" in row(out, "extensions")
     assert row(out, "round trip").endswith("ms (NOOP)")
-    assert "warning: the session is not encrypted" in out
+    assert "warning: the session is not encrypted (security='none')\n" in out
     assert out.rstrip().endswith(
         f"OK: these settings work: SMTPPool('localhost', {smtp_server.port}, "
         "security='none')"
@@ -186,6 +186,19 @@ def test_server_without_auth(smtp_server: SMTPTestServer, run: Run) -> None:
     assert "FAILED at login: SMTPNotSupportedError:" in out
     assert "does not offer AUTH: leave out the username" in out
     assert "AUTH" not in smtp_server.sessions[0].commands
+
+
+def test_clear_text_where_starttls_is_offered(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    server_context: ssl.SSLContext,
+    run: Run,
+) -> None:
+    server = smtp_server_factory(tls_context=server_context)
+
+    status, out, _ = run(server, "--security", "none")
+
+    assert status == _cli.OK
+    assert "the server offers STARTTLS: use 'starttls'" in out
 
 
 def test_starttls_not_offered(smtp_server: SMTPTestServer, run: Run) -> None:
