@@ -242,9 +242,9 @@ def servers(
     smtp_server_factory: Callable[..., SMTPTestServer],
     docs_tls: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Servers]:
+) -> Servers:
     """Servers for the samples' host names, routed to and trusted as the real
-    ones would be; every pool a sample built is closed afterwards."""
+    ones would be."""
     context, ca_file = docs_tls
     login = (USERNAME, SECRET)
     found = Servers(
@@ -274,14 +274,23 @@ def servers(
     monkeypatch.setattr(socket, "create_connection", routed)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     monkeypatch.setenv("SMTP_PASSWORD", SECRET)
+    return found
+
+
+@pytest.fixture
+def namespace(servers: Servers) -> Iterator[dict[str, Any]]:
+    """A page's namespace, kept until every pool its samples built is closed:
+    a pool collected with its sessions open would leave their sockets open."""
     before = set(_fork._live)
+    names = namespace_for(servers)
     try:
-        yield found
+        yield names
     finally:
         if "smtppool.django" in sys.modules:
             sys.modules["smtppool.django"].close_pools()
         for pool in set(_fork._live) - before:
             pool.close()  # type: ignore[attr-defined]
+        names.clear()
 
 
 @contextlib.contextmanager
@@ -340,9 +349,8 @@ PAGES_WITH_SAMPLES = [page for page in PAGES if "```python" in page.read_text("u
 @pytest.mark.parametrize(
     "page", PAGES_WITH_SAMPLES, ids=[page.name for page in PAGES_WITH_SAMPLES]
 )
-def test_samples_run(page: Path, servers: Servers) -> None:
+def test_samples_run(page: Path, namespace: dict[str, Any]) -> None:
     """Each sample of the page runs, and its check passes."""
-    namespace = namespace_for(servers)
     for sample in samples_of(page):
         if sample.skip is not None:
             continue
@@ -356,7 +364,7 @@ def test_samples_run(page: Path, servers: Servers) -> None:
 def test_every_page_is_read() -> None:
     """The pages with samples include the README and the main pages."""
     names = {page.name for page in PAGES_WITH_SAMPLES}
-    assert {"README.md", "configuration.md"} <= names
+    assert {"README.md", "quickstart.md", "configuration.md"} <= names
 
 
 def test_skips_are_rare() -> None:
