@@ -32,7 +32,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict smtppool
 
 # The documentation site, from docs/ and the docstrings, into site/; any warning
-# (a broken link, a docstring griffe cannot read) fails the build.
+# (a broken link, a docstring griffe cannot read) fails the build. The variable
+# silences a banner that Material for MkDocs prints about its own future.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
