@@ -52,7 +52,7 @@ class Connection:
     at any step up to the reply to the final dot), the connection takes a fresh
     session and sends the message again, up to the pool's ``retries``; so the
     session behind it may change between calls. A connection is for one thread at
-    a time, and raises :class:`~smtppool.exceptions.SMTPPoolError` outside its
+    a time, and raises `SMTPPoolError` outside its
     ``with`` block or in a process forked from the one that took it.
     """
 
@@ -162,7 +162,7 @@ class Connection:
     ) -> Refused:
         """Send a message given as text or bytes, as ``smtplib.SMTP.sendmail`` does.
 
-        Returns and raises as :meth:`send_message`.
+        Returns and raises as `send_message`.
         """
         return self._deliver(
             lambda smtp: smtp.sendmail(

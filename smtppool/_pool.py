@@ -264,8 +264,8 @@ class SMTPPool:
     ) -> Refused:
         """Send one message on a pooled session, as ``smtplib.SMTP.send_message``.
 
-        Returns and raises as :meth:`Connection.send_message`, and also raises
-        :class:`PoolTimeout` or :class:`PoolClosed` as :meth:`connection` does.
+        Returns and raises as `Connection.send_message`, and also raises
+        `PoolTimeout` or `PoolClosed` as `connection` does.
         """
         return self._send(
             lambda smtp: smtp.send_message(
@@ -284,7 +284,7 @@ class SMTPPool:
     ) -> Refused:
         """Send one message on a pooled session, as ``smtplib.SMTP.sendmail``.
 
-        Returns and raises as :meth:`send_message`.
+        Returns and raises as `send_message`.
         """
         return self._send(
             lambda smtp: smtp.sendmail(
@@ -343,7 +343,7 @@ class SMTPPool:
 
         Use it when what the server expects of a session changes (a rotated
         certificate, a policy), or after rotating credentials by hand;
-        :meth:`set_credentials` calls it.
+        `set_credentials` calls it.
         """
         self._check_pid()
         with self._lock:
@@ -360,7 +360,7 @@ class SMTPPool:
         password: str | Callable[[], str] | None = None,
         oauth_token: Callable[[], str] | None = None,
     ) -> None:
-        """Log in with new credentials from now on, and :meth:`drain` the
+        """Log in with new credentials from now on, and `drain` the
         sessions that logged in with the old ones.
 
         Raises:
@@ -399,7 +399,7 @@ class SMTPPool:
     def close(self) -> None:
         """Close the pool: QUIT idle sessions now, in-use ones when they come back.
 
-        Waiting and later checkouts raise :class:`PoolClosed`. Closing twice is
+        Waiting and later checkouts raise `PoolClosed`. Closing twice is
         harmless.
         """
         self._check_pid()

@@ -262,7 +262,7 @@ def _check_addresses(from_addr: str, to_addrs: str | Sequence[str]) -> None:
 
 
 class StagedSMTP_SSL(StagedSMTP, smtplib.SMTP_SSL):
-    """The implicit-TLS counterpart of :class:`StagedSMTP`."""
+    """The implicit-TLS counterpart of `StagedSMTP`."""
 
 
 def let_go_of_inherited() -> int:

@@ -78,7 +78,7 @@ class PoolStats:
 
 @attrs.define
 class Counters:
-    """The mutable tallies behind :class:`PoolStats`; guarded by the pool lock."""
+    """The mutable tallies behind `PoolStats`; guarded by the pool lock."""
 
     created: int = 0
     reused: int = 0

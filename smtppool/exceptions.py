@@ -1,20 +1,20 @@
 """Errors raised by smtppool.
 
-Every error is an :class:`SMTPPoolError`, which is an :class:`smtplib.SMTPException`,
+Every error is an `SMTPPoolError`, which is an `smtplib.SMTPException`,
 so code that already catches smtplib's errors catches these too. The more specific
 errors also inherit the builtin or smtplib error they resemble.
 
-A failed send raises a :class:`SendError`, and which one says what to do next:
+A failed send raises a `SendError`, and which one says what to do next:
 
-- :class:`DeliveryUnknown`: the server may have the message. Do not resend blindly.
-- :class:`ConnectionFailed`: sessions kept breaking before the server could accept
+- `DeliveryUnknown`: the server may have the message. Do not resend blindly.
+- `ConnectionFailed`: sessions kept breaking before the server could accept
   the message, even after the pool's own retries. Not delivered; try again later.
-- :class:`TransientError`: the server refused with a 4xx reply. Not delivered; try
+- `TransientError`: the server refused with a 4xx reply. Not delivered; try
   again later.
-- :class:`PermanentError`: the server refused with a 5xx reply. Not delivered;
+- `PermanentError`: the server refused with a 5xx reply. Not delivered;
   sending it again will fail the same way.
 
-Only :class:`DeliveryUnknown` means the message may have been delivered; after any
+Only `DeliveryUnknown` means the message may have been delivered; after any
 other error it was not.
 """
 
@@ -67,13 +67,13 @@ class SendError(SMTPPoolError):
     """A message was not sent, or may not have been.
 
     Attributes:
-        stage: How far the send got (:class:`Stage`).
+        stage: How far the send got (`Stage`).
         message_id: The message's Message-ID header, if it has one.
         reply_code: The server's reply code, or None when it gave none (the
             connection was lost).
         enhanced_status: The RFC 3463 status code that began the reply text
             (``"5.1.1"``), or None.
-        may_have_been_delivered: True only for :class:`DeliveryUnknown`.
+        may_have_been_delivered: True only for `DeliveryUnknown`.
     """
 
     may_have_been_delivered: ClassVar[bool] = False

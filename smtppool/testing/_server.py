@@ -103,7 +103,7 @@ class SessionRecord:
 
 @attrs.define(eq=False)
 class _Rule:
-    """A scripted answer to a command; see :meth:`SMTPTestServer.on`."""
+    """A scripted answer to a command; see `SMTPTestServer.on`."""
 
     command: str
     reply: str | None
@@ -174,7 +174,7 @@ class SMTPTestServer:
         host: The address to listen on.
         idle_timeout: Seconds of client silence after which the server drops the
             session, or None never to drop it.
-        idle_drop: How it drops an idle session (see :class:`IdleDrop`).
+        idle_drop: How it drops an idle session (see `IdleDrop`).
         tls_context: A server-side context; offers STARTTLS when given.
         implicit_tls: Speak TLS from the first byte (as on port 465) instead.
         auth: A ``(username, password)`` pair the server accepts with AUTH PLAIN
@@ -187,7 +187,7 @@ class SMTPTestServer:
             servers do.
         chunking: Offer CHUNKING (RFC 3030) and accept BDAT.
 
-    Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use it as a context manager, or call `start` and `stop`.
     """
 
     def __init__(
