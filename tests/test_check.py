@@ -201,22 +201,57 @@ def test_clear_text_where_starttls_is_offered(
     assert "the server offers STARTTLS: use 'starttls'" in out
 
 
-def test_starttls_not_offered(smtp_server: SMTPTestServer, run: Run) -> None:
-    status, out, _ = run(smtp_server, "--security", "starttls")
-
-    assert status == _cli.FAILED
-    assert "FAILED at starttls: SMTPNotSupportedError:" in out
-    assert "does not offer STARTTLS" in out
+def refuse_at_greeting(server: SMTPTestServer) -> None:
+    server.on("CONNECT", "554 5.7.1 no service for you")
 
 
-def test_implicit_tls_against_a_plain_port(
-    smtp_server: SMTPTestServer, run: Run
+@pytest.mark.parametrize(
+    ("prepare", "security", "expected"),
+    [
+        (
+            None,
+            "starttls",
+            [
+                "FAILED at starttls: SMTPNotSupportedError:",
+                "does not offer STARTTLS",
+            ],
+        ),
+        (
+            None,
+            "ssl",
+            ["FAILED at connect: SSLError:", "use security='starttls'"],
+        ),
+        (
+            refuse_at_greeting,
+            "none",
+            ["FAILED at connect: SMTPConnectError: 554 5.7.1 no service for you"],
+        ),
+        (
+            SMTPTestServer.stop,
+            "none",
+            [
+                "FAILED at connect: ConnectionRefusedError",
+                "hint: nothing listens on that port",
+            ],
+        ),
+    ],
+    ids=["starttls not offered", "ssl on a plain port", "greeting 554", "no server"],
+)
+def test_failures_of_a_plain_server(
+    smtp_server: SMTPTestServer,
+    run: Run,
+    prepare: Callable[[SMTPTestServer], None] | None,
+    security: str,
+    expected: list[str],
 ) -> None:
-    status, out, _ = run(smtp_server, "--security", "ssl")
+    if prepare is not None:
+        prepare(smtp_server)
+
+    status, out, _ = run(smtp_server, "--security", security)
 
     assert status == _cli.FAILED
-    assert "FAILED at connect: SSLError:" in out
-    assert "use security='starttls'" in out
+    for line in expected:
+        assert line in out
 
 
 def test_starttls_against_an_implicit_tls_port(
@@ -269,25 +304,6 @@ def test_certificate_for_another_host(
     assert status == _cli.FAILED
     assert "FAILED at starttls: SSLCertVerificationError: Hostname mismatch" in out
     assert "hint: the certificate is not for 'localhost'" in out
-
-
-def test_refused_greeting(smtp_server: SMTPTestServer, run: Run) -> None:
-    smtp_server.on("CONNECT", "554 5.7.1 no service for you")
-
-    status, out, _ = run(smtp_server, "--security", "none")
-
-    assert status == _cli.FAILED
-    assert "FAILED at connect: SMTPConnectError: 554 5.7.1 no service for you" in out
-
-
-def test_nothing_listening(run: Run, smtp_server: SMTPTestServer) -> None:
-    smtp_server.stop()
-
-    status, out, _ = run(smtp_server, "--security", "none")
-
-    assert status == _cli.FAILED
-    assert "FAILED at connect: ConnectionRefusedError" in out
-    assert "hint: nothing listens on that port" in out
 
 
 def test_json_shape(
