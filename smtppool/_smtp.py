@@ -192,29 +192,31 @@ _BREAKS = "\r" + _BREAKS_BUT_CR
 # section 2.2.3): anything after it would be read as a header of its own.
 _HEADER_BREAK = re.compile(f"(?:\r\n|\r(?!\n)|[{_BREAKS_BUT_CR}])(?![ \t])")
 
-# No address needs a control character, and a line break would end the command.
-_UNSAFE_CHAR = re.compile(f"[\x00-\x1f\x7f{_BREAKS}]")
+# No address needs a control character but the tab a display name may hold, and
+# a line break would end the command.
+_UNSAFE_CHAR = re.compile(f"[\x00-\x08\x0a-\x1f\x7f{_BREAKS}]")
 # local@domain with nothing that needs a closer look: quotes, brackets, a comma.
 _PLAIN_ADDRESS = re.compile(r'[^\s"<>(),;:\\\[\]@]+@[^\s"<>(),;:\\\[\]@]+')
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 # An address as smtplib writes it in MAIL FROM or RCPT TO: one <...>, with spaces
 # only inside a quoted local part. Anything after it would be read as a parameter.
 _ONE_ADDRESS = re.compile(r'<(?:"(?:[^"\\]|\\.)*"|[^<>\s"])*>')
 
 
 def check_headers(msg: email.message.Message) -> None:
-    """Refuse a header whose value would start another header, before anything
-    is written. Messages built with a modern policy cannot hold one; those built
-    with ``compat32`` (``email.message.Message``) take any string, and
+    """Refuse a header whose value would start another header, in the message or
+    any of its parts, before anything is written. Messages built with a modern
+    policy refuse CR and LF themselves but not the other breaks; those built with
+    ``compat32`` (``email.message.Message``) take any string, and
     ``email.header.Header`` objects are not checked by the email package at all."""
-    # Raw: the modern policy hides line breaks when a value is read, not when it
-    # is written out (Flask-Mail's messages show it).
-    for name, value in msg.raw_items():
-        if _HEADER_BREAK.search(name) or _HEADER_BREAK.search(str(value)):
-            raise ValueError(
-                f"the {name.strip()!r} header contains a line break that would "
-                "start a header of its own; nothing was sent"
-            )
+    for part in msg.walk():
+        # Raw: the modern policy hides line breaks when a value is read, not when
+        # it is written out (Flask-Mail's messages show it).
+        for name, value in part.raw_items():
+            if _HEADER_BREAK.search(name) or _HEADER_BREAK.search(str(value)):
+                raise ValueError(
+                    f"the {name.strip()!r} header contains a line break that "
+                    "would start a header of its own; nothing was sent"
+                )
 
 
 def _check_addresses(from_addr: str, to_addrs: str | Sequence[str]) -> None:
@@ -246,18 +248,24 @@ def _check_addresses(from_addr: str, to_addrs: str | Sequence[str]) -> None:
                 "what follows it would go out as part of the SMTP command; "
                 "nothing was sent"
             )
-        if len(email.utils.getaddresses([address])) > 1:
+        # A source route's hops (<@a,@b:user@c>, RFC 5321 section C) parse as
+        # addresses of their own, starting with "@": they are not.
+        found = [
+            one
+            for _, one in email.utils.getaddresses([address])
+            if one and not one.startswith("@")
+        ]
+        if len(found) > 1:
             raise ValueError(
                 f"the {role} address {address!r} holds more than one address, and "
                 "smtplib would send to the first alone: pass a list of addresses; "
                 "nothing was sent"
             )
-        unquoted = _QUOTED.sub("", address).strip()
-        if "<" not in unquoted and any(char.isspace() for char in unquoted):
+        parsed = email.utils.parseaddr(address)[1]
+        if parsed not in address:
             raise ValueError(
-                f"the {role} address {address!r} has a space outside quotes, which "
-                "smtplib would drop, joining the parts into another address; "
-                "nothing was sent"
+                f"the {role} address {address!r} would go out as {parsed!r}: "
+                "smtplib drops the spaces between its parts; nothing was sent"
             )
 
 

@@ -33,6 +33,7 @@ from ._config import Security
 from ._connection import Connection
 from ._log import logger
 from ._pool import SMTPPool
+from ._smtp import check_headers
 
 __all__ = ["EmailBackend", "close_pools"]
 
@@ -150,6 +151,7 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         # says nothing. Run it strictly, then decide here, under send_messages'
         # lock, so that every error is swallowed and logged.
         silently, self.fail_silently = self.fail_silently, False
+        _check_what_it_builds(email_message)
         try:
             return bool(super()._send(email_message))
         except (smtplib.SMTPException, OSError) as exc:
@@ -159,6 +161,7 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
             return False
         finally:
             self.fail_silently = silently
+            del email_message.message
 
     def _new_pool(self) -> SMTPPool:
         security: Security = "none"
@@ -219,6 +222,23 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
             type(exc).__name__,
             "-" if reply is None else reply[0],
         )
+
+
+def _check_what_it_builds(email_message: Any) -> None:
+    """Have the message's headers checked as Django builds it, before a byte is
+    sent: Django refuses CR and LF in headers, but not the other characters that
+    Python's email package writes as line breaks. Django's ``_send`` hands only the
+    finished bytes on, so the check sits on the message's own ``message()``, for
+    this send (the caller removes it), whatever arguments the Django version
+    passes."""
+    build = email_message.message
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        built = build(*args, **kwargs)
+        check_headers(built)
+        return built
+
+    email_message.message = checked
 
 
 def _hashable(value: Any) -> Any:

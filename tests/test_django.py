@@ -339,3 +339,27 @@ def test_a_login_without_tls_is_refused_even_when_failing_silently(
     ):
         mail.send_mail("x", "b", None, ["to@example.test"])
     assert "SMTPPOOL = {'allow_unencrypted_auth': True}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Reply-To": "x@example.com\x1cfake"},
+        {"X-Ref": "abc\x0bReply-To : attacker@example.test"},
+    ],
+)
+def test_headers_django_lets_through_are_refused(
+    server: SMTPTestServer, headers: dict[str, str]
+) -> None:
+    """Django refuses CR and LF in a header; the other characters Python's email
+    package writes as line breaks are refused too, even when failing silently."""
+    message = mail.EmailMessage(
+        "subject", "body", "s@example.test", ["r@example.test"], headers=headers
+    )
+
+    with pytest.raises(ValueError, match="header contains a line break"):
+        message.send(fail_silently=True)
+
+    assert server.count("MAIL") == 0
+    assert "message" not in vars(message)
+    assert mail.EmailMessage("s", "b", None, ["r@example.test"]).send() == 1

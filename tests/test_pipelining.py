@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import email.header
 import email.message
+import email.mime.application
+import email.mime.multipart
 import smtplib
 from collections.abc import Callable
 from typing import Any
@@ -499,7 +501,8 @@ def test_a_header_object_with_a_line_break_is_refused(
     [
         ("<> BODY=8BITMIME", "cannot be read as one address"),
         ("<<s@example.test> NOTIFY=NEVER", "cannot be read as one address"),
-        ("s@example.test NOTIFY=NEVER", "has a space outside quotes"),
+        ("s@example.test NOTIFY=NEVER", "would go out as 's@example.testNOTIFY"),
+        ("s@exa\tmple.test", "would go out as 's@example.test'"),
         ("a@example.test, victim@example.test", "holds more than one address"),
         ("s@example.test\x0bRCPT", "contains a line break or a control character"),
         ("s@example.test\x00", "contains a line break or a control character"),
@@ -533,6 +536,11 @@ def test_an_address_that_would_change_the_command_is_refused(
         '"Doe, John" <s@example.test>',
         '"john doe"@example.test',
         "postmaster",
+        "s@example.test (Sales)",
+        "(Sales) s@example.test",
+        "Sales\tDept <s@example.test>",
+        "<@relay.example.test,@other.example.test:s@example.test>",
+        "s@[127.0.0.1]",
     ],
 )
 def test_unusual_but_sound_addresses_still_go_out(
@@ -543,3 +551,23 @@ def test_unusual_but_sound_addresses_still_go_out(
     pool.sendmail(address, ["r@example.test"], b"Subject: x\r\n\r\nbody\r\n")
 
     assert len(smtp_server.messages) == 1
+
+
+def test_a_line_break_in_a_parts_header_is_refused(
+    smtp_server: SMTPTestServer, pool_factory: PoolFactory
+) -> None:
+    """An attachment's file name is a header of its part: a break there would end
+    the part's headers early and turn the rest into its body."""
+    pool = pool_factory()
+    msg = email.mime.multipart.MIMEMultipart()
+    msg["From"], msg["To"] = "s@example.test", "r@example.test"
+    attachment = email.mime.application.MIMEApplication(b"%PDF", "pdf")
+    attachment.add_header(
+        "Content-Disposition", "attachment", filename="invoice.pdf\r\nINJECTED"
+    )
+    msg.attach(attachment)
+
+    with pytest.raises(ValueError, match="'Content-Disposition' header contains"):
+        pool.send_message(msg)
+
+    assert smtp_server.count("MAIL") == 0
