@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import select
 import smtplib
 import socket
 import ssl
@@ -91,15 +93,19 @@ class IdleProbe:
 
     # Silences the session survived, in seconds, in the order they were tried.
     survived: list[float] = attrs.field(factory=list)
-    # The first silence after which the session was gone, if any.
+    # The silence that ended the session, if one did, and how far into it the
+    # server closed it, when it said so (a 421 or a close, not a silent drop).
     dropped_after: float | None = None
-    # Whether a fresh session was dropped after that same silence: then it was the
-    # silence, not the session's age, that ended it.
-    confirmed: bool | None = None
-    # The age at which a session was dropped although it was not idle too long.
+    dropped_at_silence: float | None = None
+    # What the server limits: "silence", or "age" when a session kept busy was
+    # dropped as well, at ``dropped_at_age`` seconds old.
+    cause: str | None = None
     dropped_at_age: float | None = None
-    max_idle: float = 0.0
-    max_lifetime: float = 0.0
+    # The limits to set; max_idle is None when no silence was seen survived.
+    max_idle: float | None = None
+    max_lifetime: float | None = None
+    # Whether it was stopped (Ctrl-C) before it finished.
+    interrupted: bool = False
 
 
 @attrs.define
@@ -124,10 +130,13 @@ class Report:
     # EHLO's keywords and their parameters, as the session last saw them (after
     # STARTTLS when there is one); those seen before STARTTLS apart.
     extensions: dict[str, str] = attrs.field(factory=dict)
+    # Whether the server answered EHLO (False: only HELO, so no extensions).
+    esmtp: bool | None = None
     extensions_before_tls: dict[str, str] | None = None
     tls: TLS | None = None
     auth_mechanisms: list[str] = attrs.field(factory=list)
-    # "ok", "refused" or "not tried" (no username given, or an earlier failure).
+    # "ok", "refused" (535: wrong credentials), "failed" (any other reply or
+    # error) or "not tried" (no username given, or an earlier failure).
     login: str = "not tried"
     login_seconds: float | None = None
     round_trip_seconds: float | None = None
@@ -138,21 +147,15 @@ class _Failed(Exception):
     """Raised inside the check to stop at the first failed step."""
 
 
-def check(config: PoolConfig, context: ssl.SSLContext | None) -> Report:
-    """Open a session as the pool would, one timed step at a time.
+def check(report: Report, config: PoolConfig, context: ssl.SSLContext | None) -> None:
+    """Open a session as the pool would, one timed step at a time, filling in
+    ``report`` as it goes (so that an interrupted check still tells what it saw).
 
     ``context`` is the TLS context the pool would use (None for ``"none"``). Never
     raises for a failure of the server or the network: it is in the report.
     """
-    report = Report(
-        host=config.host,
-        port=config.port,
-        security=config.security,
-        username=config.username,
-    )
     with contextlib.suppress(_Failed):
         _run(report, config, context)
-    return report
 
 
 def _run(report: Report, config: PoolConfig, context: ssl.SSLContext | None) -> None:
@@ -191,10 +194,12 @@ def _after_connect(
     if smtp.greeting is not None:
         report.greeting = _text(smtp.greeting)
     if config.security == "ssl":
-        report.tls = _tls_of(smtp, context, smtp.connected_in)
+        # The handshake is part of the connection time: no time of its own.
+        report.tls = _tls_of(smtp, context, None)
 
     with _step(report, "ehlo"):
         _session._greet(smtp)
+    report.esmtp = bool(smtp.does_esmtp)
     report.extensions = _features(smtp)
 
     if config.security == "starttls":
@@ -213,8 +218,9 @@ def _after_connect(
             start = time.perf_counter()
             try:
                 _session._login(smtp, config.username, config)
-            except smtplib.SMTPAuthenticationError:
-                report.login = "refused"
+            except smtplib.SMTPResponseException as exc:
+                # 535 is "these credentials are wrong" (RFC 4954 section 6).
+                report.login = "refused" if exc.smtp_code == 535 else "failed"
                 raise
             report.login = "ok"
             report.login_seconds = time.perf_counter() - start
@@ -258,22 +264,41 @@ def _hint(exc: BaseException, report: Report) -> str | None:
     if isinstance(exc, ConnectionRefusedError):
         return "nothing listens on that port: check the host and the port"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
-            return (
-                f"the certificate is not for {report.host!r}: connect with a name "
-                "the certificate holds"
-            )
-        return (
-            "the certificate is not signed by an authority this machine trusts: "
-            "for a private authority, pass --cafile (ssl_context= in the pool)"
-        )
+        return _certificate_hint(exc.verify_code, report.host)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return (
-            "the server refused these credentials (the login itself is offered): "
-            "check the user and password; providers that turned basic "
-            "authentication off need an app password or OAuth2 (oauth_token=)"
-        )
+        return _LOGIN_HINTS.get(exc.smtp_code)
     return None
+
+
+def _certificate_hint(code: int, host: str) -> str:
+    if code in (9, 10):  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+        return (
+            "the server's certificate is outside its dates: its administrator must "
+            "renew it (or this machine's clock is wrong)"
+        )
+    if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+        return (
+            f"the certificate is not for {host!r}: connect with a name the "
+            "certificate holds"
+        )
+    return (
+        "the certificate is not signed by an authority this machine trusts: for a "
+        "private authority, pass --cafile (ssl_context= in the pool)"
+    )
+
+
+# Replies to AUTH that say what to change (RFC 4954 section 6).
+_LOGIN_HINTS = {
+    534: (
+        "the server wants another way to log in: an app password, or OAuth2 "
+        "(--oauth-token-env here, oauth_token= in the pool)"
+    ),
+    535: (
+        "the server refused these credentials (the login itself is offered): check "
+        "the user and password; providers that turned basic authentication off "
+        "need an app password or OAuth2 (oauth_token=)"
+    ),
+}
 
 
 def _warn_about(report: Report, config: PoolConfig) -> None:
@@ -332,7 +357,12 @@ def _certificate(cert: Any) -> Certificate | None:
     return Certificate(
         subject=_name(cert.get("subject", ())),
         issuer=_name(cert.get("issuer", ())),
-        names=[value for kind, value in cert.get("subjectAltName", ()) if kind],
+        # Host names and addresses: what the host-name check compares.
+        names=[
+            value
+            for kind, value in cert.get("subjectAltName", ())
+            if kind in ("DNS", "IP Address") and isinstance(value, str)
+        ],
         expires=time.strftime("%Y-%m-%d", time.gmtime(expires)),
         days_left=math.floor((expires - time.time()) / 86400),
     )
@@ -346,8 +376,16 @@ def _name(rdns: Any) -> str:
         "organizationalUnitName": "OU",
         "countryName": "C",
     }
-    parts = [f"{short.get(key, key)}={value}" for rdn in rdns for key, value in rdn]
+    parts = [
+        f"{short.get(key, key)}={_escaped(value)}" for rdn in rdns for key, value in rdn
+    ]
     return ", ".join(parts)
+
+
+def _escaped(value: str) -> str:
+    """A value as RFC 4514 writes it in a name, so that a comma or an equals sign
+    in it cannot pass for another part of the name."""
+    return re.sub(r'([,+"\\<>;=])', r"\\\1", value)
 
 
 def _text(reply: tuple[int, bytes | str]) -> str:
@@ -360,63 +398,104 @@ def _text(reply: tuple[int, bytes | str]) -> str:
 
 # The idle probe.
 
-Clock = Callable[[], float]
-
 
 def probe_idle(
     config: PoolConfig,
     context: ssl.SSLContext | None,
+    probe: IdleProbe,
     *,
     first: float = 1.0,
-    longest: float = 600.0,
+    longest: float = 60.0,
     progress: Callable[[str], None] = lambda line: None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Clock = time.monotonic,
-) -> IdleProbe:
-    """Find how long the server keeps a silent session open.
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Find how long the server keeps a silent session open, filling in ``probe``
+    as it goes (so that an interrupted probe still tells what it saw).
 
-    One session is left silent for ``first`` seconds, then tried with NOOP; if it
-    is still open the silence doubles, up to ``longest``. When the session is
-    gone, a fresh one is left silent for that same time, to tell an idle timeout
-    from a limit on the session's age. Raises what opening a session raises.
+    One session is left silent for ``first`` seconds, then tried with NOOP; while
+    it is still open the silence doubles, up to ``longest``. When a silence ends
+    it, a fresh session is kept busy (a NOOP every half of the longest silence
+    survived) for as long as the first one lived: if the busy one is dropped too,
+    the server limits a session's age, not its silence. Raises what opening a
+    session raises.
     """
-    probe = IdleProbe()
     session = _session.open_session(config, clock(), config.name, context)
     opened = clock()
     silence = first
     try:
-        while silence <= longest:
+        while True:
             progress(f"silent for {silence:g} s ...")
-            sleep(silence)
-            if not _still_open(session):
+            heard = _wait_silently(session, silence, clock)
+            if heard is not None or not _still_open(session):
                 probe.dropped_after = silence
-                progress(f"silent for {silence:g} s: dropped")
+                probe.dropped_at_silence = heard
+                lived = clock() - opened
+                progress(f"silent for {silence:g} s: dropped{_when(heard)}")
                 break
             probe.survived.append(silence)
             progress(f"silent for {silence:g} s: still open")
-            silence *= 2
-        age = clock() - opened
+            if silence >= longest:
+                break
+            silence = min(silence * 2, longest)
     finally:
         session.close(polite=True)
 
     if probe.dropped_after is not None:
-        progress(f"a fresh session, silent for {probe.dropped_after:g} s ...")
-        fresh = _session.open_session(config, clock(), config.name, context)
-        try:
-            sleep(probe.dropped_after)
-            probe.confirmed = not _still_open(fresh)
-        finally:
-            fresh.close(polite=True)
-        if not probe.confirmed:
-            # The first session survived its last silence but not its age.
-            probe.dropped_at_age = age
-        progress(
-            f"a fresh session, silent for {probe.dropped_after:g} s: "
-            + ("dropped" if probe.confirmed else "still open")
+        _tell_age_from_silence(
+            config, context, probe, lived=lived, progress=progress, clock=clock
         )
-
     _recommend(probe, config)
-    return probe
+
+
+def _tell_age_from_silence(
+    config: PoolConfig,
+    context: ssl.SSLContext | None,
+    probe: IdleProbe,
+    *,
+    lived: float,
+    progress: Callable[[str], None],
+    clock: Callable[[], float],
+) -> None:
+    """Keep a fresh session busy for as long as the dropped one lived."""
+    busy_for = lived * 1.25 + 1.0
+    shortest = probe.dropped_at_silence or probe.dropped_after or 1.0
+    every = (probe.survived[-1] if probe.survived else shortest) / 2
+    progress(f"a fresh session, busy for {busy_for:.1f} s ...")
+
+    session = _session.open_session(config, clock(), config.name, context)
+    opened = clock()
+    try:
+        while clock() - opened < busy_for:
+            heard = _wait_silently(session, every, clock)
+            if heard is not None or not _still_open(session):
+                probe.cause = "age"
+                probe.dropped_at_age = clock() - opened
+                progress(
+                    f"a fresh session: dropped at age {probe.dropped_at_age:.1f} s"
+                )
+                return
+    finally:
+        session.close(polite=True)
+
+    probe.cause = "silence"
+    progress("a fresh session: still open, so the limit is on silence")
+
+
+def _wait_silently(
+    session: _session.Session, seconds: float, clock: Callable[[], float]
+) -> float | None:
+    """Wait without a byte to the server; return how far into the wait the server
+    closed the session or spoke (a 421), or None if it did neither."""
+    sock = session.smtp.sock
+    if sock is None:
+        return 0.0
+
+    start = clock()
+    while (remaining := seconds - (clock() - start)) > 0:
+        readable, _, _ = select.select([sock], [], [], remaining)
+        if readable:
+            return clock() - start
+    return None
 
 
 def _still_open(session: _session.Session) -> bool:
@@ -425,26 +504,28 @@ def _still_open(session: _session.Session) -> bool:
     return not session.is_readable() and session.noop()
 
 
+def _when(heard: float | None) -> str:
+    return "" if heard is None else f" after {heard:.1f} s"
+
+
 def _recommend(probe: IdleProbe, config: PoolConfig) -> None:
-    """Limits a little below what the server allowed, never above the pool's
-    settings, which are its defaults unless the caller chose others (a server that
-    keeps sessions for an hour does not make holding one for an hour a good
-    idea)."""
-    default_idle = math.inf if config.max_idle is None else config.max_idle
-    default_lifetime = math.inf if config.max_lifetime is None else config.max_lifetime
+    """Limits below what the server allows, never above the pool's settings,
+    which are its defaults unless the caller chose others (a server that keeps
+    sessions for an hour does not make holding one for an hour a good idea)."""
+    pool_idle = math.inf if config.max_idle is None else config.max_idle
+    pool_lifetime = math.inf if config.max_lifetime is None else config.max_lifetime
+    # The longest silence seen survived is safe as it is.
+    safe_silence = probe.survived[-1] if probe.survived else None
 
-    if probe.confirmed:
-        allowed_idle = probe.survived[-1] if probe.survived else 0.0
-    elif probe.dropped_after is not None:
-        allowed_idle = probe.dropped_after
-    else:
-        allowed_idle = math.inf
-    probe.max_idle = _round_down(min(default_idle, allowed_idle * MARGIN))
+    if probe.cause == "silence" and probe.dropped_at_silence is not None:
+        # Seen to the moment: a margin below it.
+        safe_silence = probe.dropped_at_silence * MARGIN
+    if safe_silence is not None:
+        probe.max_idle = _round_down(min(pool_idle, safe_silence))
 
-    lifetime = default_lifetime
-    if probe.dropped_at_age is not None and probe.dropped_after is not None:
-        # Dropped at some age between the last answered NOOP and the failed one.
-        lifetime = min(lifetime, (probe.dropped_at_age - probe.dropped_after) * MARGIN)
+    lifetime = pool_lifetime
+    if probe.cause == "age" and probe.dropped_at_age is not None:
+        lifetime = min(lifetime, probe.dropped_at_age * MARGIN)
     probe.max_lifetime = _round_down(lifetime)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
+import re
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +23,11 @@ from ._session import default_tls_context
 # Exit statuses: the settings work; they do not (the report says why); the
 # command line or the settings themselves are wrong.
 OK, FAILED, USAGE = 0, 1, 2
+# What a shell reports for a command ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
+
+# An environment variable's name, as POSIX shells accept it.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # The name of a variable, not a password.
 PASSWORD_VARIABLE = "SMTPPOOL_PASSWORD"  # noqa: S105
@@ -37,8 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, context = _settings(args)
     except (ValueError, TypeError, OSError) as exc:
+        if args.json:
+            print(
+                json.dumps(
+                    {"ok": False, "failed_step": "settings", "problem": str(exc)}
+                )
+            )
         print(f"smtppool check: {exc}", file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt:  # at the password prompt
+        print(file=sys.stderr)
+        return INTERRUPTED
     return _run_check(args, config, context)
 
 
@@ -91,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help="trust the authorities in this PEM file instead of the system's",
     )
     check.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per step (10)"
+        "--timeout", type=_seconds, default=10.0, help="seconds per step (10)"
     )
     check.add_argument(
         "--local-hostname", help="the name to send in EHLO (looked up if omitted)"
@@ -100,21 +116,22 @@ def _parser() -> argparse.ArgumentParser:
         "--idle-probe",
         action="store_true",
         help="also measure how long the server keeps an idle session "
-        "(takes up to twice --probe-longest)",
+        "(takes up to about five times --probe-longest)",
     )
     check.add_argument(
         "--probe-first",
-        type=float,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="the first silence the idle probe tries; it doubles from there (1)",
     )
     check.add_argument(
         "--probe-longest",
-        type=float,
-        default=600.0,
+        type=_seconds,
+        default=60.0,
         metavar="SECONDS",
-        help="the longest silence the idle probe tries (600)",
+        # The pool's own max_idle: a longer silence could not change the advice.
+        help="the longest silence the idle probe tries (60, the pool's max_idle)",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
@@ -138,46 +155,76 @@ class _NoPassword(argparse.Action):
         )
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0: {text}")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> tuple[PoolConfig, ssl.SSLContext | None]:
     """The pool's settings from the command line, checked as the pool checks
-    them; the secret comes from the environment or a prompt."""
-    if not 0 < args.probe_first <= args.probe_longest:
-        raise ValueError(
-            "--probe-first must be greater than 0 and at most --probe-longest"
-        )
+    them, and only then the secret, from the environment or a prompt."""
+    if args.probe_first > args.probe_longest:
+        raise ValueError("--probe-first must be at most --probe-longest")
     host, port = _target(args.target)
     if port is None:
         port = 465 if args.security == "ssl" else 587
     security = args.security or default_security(port)
-
-    password: str | None = None
-    oauth_token: Callable[[], str] | None = None
-    if args.user is not None:
-        if args.oauth_token_env is not None:
-            oauth_token = _from_environment(args.oauth_token_env)
-        else:
-            password = _password(args.user, args.password_env)
+    _check_combinations(args, security)
 
     config = PoolConfig(
         host=host,
         port=port,
         security=security,
         username=args.user,
-        password=password,
-        oauth_token=oauth_token,
+        # A stand-in, so that the settings are refused before anyone is asked
+        # for a password they would not need.
+        password=None if args.user is None else _not_yet,
         timeout=args.timeout,
         local_hostname=args.local_hostname,
         allow_unencrypted_auth=args.allow_unencrypted_auth,
         name=f"check {host}:{port}",
     )
+    if args.oauth_token_env is not None:
+        config = attrs.evolve(
+            config, password=None, oauth_token=_from_environment(args.oauth_token_env)
+        )
+    elif args.user is not None:
+        config = attrs.evolve(config, password=_password(args.user, args.password_env))
+
     if config.security == "none":
         return config, None
     if args.cafile is None:
         return config, default_tls_context()
-
     context = ssl.create_default_context(cafile=args.cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return config, context
+
+
+def _not_yet() -> str:
+    raise AssertionError("the password is asked for before any session opens")
+
+
+def _check_combinations(args: argparse.Namespace, security: str) -> None:
+    """Refuse options that would be ignored, or that need another one."""
+    for option, variable in (
+        ("--password-env", args.password_env),
+        ("--oauth-token-env", args.oauth_token_env),
+    ):
+        # A secret typed where its variable's name belongs must not be echoed.
+        if variable is not None and not _VARIABLE_NAME.fullmatch(variable):
+            raise ValueError(f"{option} takes the name of an environment variable")
+    if args.oauth_token_env is not None and args.user is None:
+        raise ValueError("--oauth-token-env needs --user, the account to log in as")
+    if args.cafile is not None and security == "none":
+        raise ValueError("--cafile does nothing with --security none")
+    if args.user is not None and security == "none" and not args.allow_unencrypted_auth:
+        raise ValueError(
+            "--user with --security none would send the password unencrypted: use "
+            "--security starttls or ssl, or --allow-unencrypted-auth for a relay "
+            "you trust on a network you trust"
+        )
 
 
 def _target(text: str) -> tuple[str, int | None]:
@@ -213,34 +260,96 @@ def _password(user: str, variable: str) -> str:
 
 def _from_environment(variable: str) -> Callable[[], str]:
     if variable not in os.environ:
-        raise ValueError(f"${variable} is not set")
+        raise ValueError(
+            f"the variable --oauth-token-env names, ${variable}, is not set"
+        )
     return lambda: os.environ[variable]
 
 
 def _run_check(
     args: argparse.Namespace, config: PoolConfig, context: ssl.SSLContext | None
 ) -> int:
-    report = _check.check(config, context)
-
-    if report.ok and args.idle_probe:
-        try:
-            report.idle_probe = _check.probe_idle(
-                config,
-                context,
-                first=args.probe_first,
-                longest=args.probe_longest,
-                progress=_progress(sys.stderr),
-            )
-        except Exception as exc:  # the server or the network; say so, then stop
-            report.ok = False
-            report.failed_step = "idle probe"
-            report.problem = _check.describe(exc)
+    report = _check.Report(
+        host=config.host,
+        port=config.port,
+        security=config.security,
+        username=config.username,
+    )
+    status = OK
+    try:
+        _check.check(report, config, context)
+        if report.ok and args.idle_probe:
+            _probe(report, args, config, context)
+    except KeyboardInterrupt:
+        report.ok = False
+        report.failed_step = report.failed_step or "interrupted"
+        report.problem = "interrupted (Ctrl-C) before the check finished"
+        if report.idle_probe is not None:
+            report.idle_probe.interrupted = True
+        status = INTERRUPTED
 
     if args.json:
         print(json.dumps(attrs.asdict(report), indent=2))
     else:
-        print(render(report))
+        print(render(report, _settings_call(args, config, report)))
+    if status == INTERRUPTED:
+        return status
     return OK if report.ok else FAILED
+
+
+def _probe(
+    report: _check.Report,
+    args: argparse.Namespace,
+    config: PoolConfig,
+    context: ssl.SSLContext | None,
+) -> None:
+    probe = report.idle_probe = _check.IdleProbe()
+    try:
+        _check.probe_idle(
+            config,
+            context,
+            probe,
+            first=args.probe_first,
+            longest=args.probe_longest,
+            progress=_progress(sys.stderr),
+        )
+    except Exception as exc:  # the server or the network; say so, then stop
+        report.ok = False
+        report.failed_step = "idle probe"
+        report.problem = _check.describe(exc)
+        return
+
+    if probe.max_idle is None:
+        report.ok = False
+        report.failed_step = "idle probe"
+        report.problem = (
+            f"the server dropped a session silent for {args.probe_first:g} s, the "
+            "shortest silence tried: run again with a smaller --probe-first"
+        )
+
+
+def _settings_call(
+    args: argparse.Namespace, config: PoolConfig, report: _check.Report
+) -> str:
+    """The SMTPPool(...) call with the settings that were checked."""
+    settings = [repr(config.host), str(config.port), f"security={config.security!r}"]
+    if args.cafile is not None:
+        settings.append(
+            f"ssl_context=ssl.create_default_context(cafile={args.cafile!r})"
+        )
+    if config.username is not None:
+        secret = "oauth_token" if config.oauth_token is not None else "password"
+        settings.append(f"username={config.username!r}, {secret}=...")
+    if config.allow_unencrypted_auth:
+        settings.append("allow_unencrypted_auth=True")
+    if config.local_hostname is not None:
+        settings.append(f"local_hostname={config.local_hostname!r}")
+    probe = report.idle_probe
+    if probe is not None and probe.max_idle is not None:
+        settings.append(f"max_idle={probe.max_idle:g}")
+    if probe is not None and probe.max_lifetime is not None:
+        settings.append(f"max_lifetime={probe.max_lifetime:g}")
+    return f"SMTPPool({', '.join(settings)})"
 
 
 def _progress(stream: TextIO) -> Callable[[str], None]:
@@ -250,12 +359,17 @@ def _progress(stream: TextIO) -> Callable[[str], None]:
     return show
 
 
-def render(report: _check.Report) -> str:
-    """The report as a table a person reads, ending with the verdict."""
+def render(report: _check.Report, settings: str) -> str:
+    """The report as a table a person reads, ending with the verdict.
+
+    What the server sent is shown with its control characters escaped: a reply
+    holding terminal escapes must not be able to redraw the verdict.
+    """
     rows: list[tuple[str, str]] = []
     add = rows.append
 
-    add(("server", f"{report.host}:{report.port}, security={report.security!r}"))
+    address = f"[{report.host}]" if ":" in report.host else report.host
+    add(("server", f"{address}:{report.port}, security={report.security!r}"))
     if report.addresses:
         add(("resolved", f"{', '.join(report.addresses)}{_ms(report.resolve_seconds)}"))
     if report.connect_seconds is not None:
@@ -265,7 +379,7 @@ def render(report: _check.Report) -> str:
         add(("greeting", f"{report.greeting}{_ms(report.greeting_seconds)}"))
     if report.extensions_before_tls is not None:
         add(("before STARTTLS", _extensions(report.extensions_before_tls)))
-    if report.extensions:
+    if report.esmtp is not None:
         add(("extensions", _extensions(report.extensions)))
     if report.tls is not None:
         rows.extend(_tls_rows(report.tls))
@@ -278,27 +392,26 @@ def render(report: _check.Report) -> str:
         rows.extend(_probe_rows(report.idle_probe))
 
     width = max(len(label) for label, _ in rows)
-    lines = [f"  {label:<{width}}  {value}" for label, value in rows]
-    lines += [f"  warning: {warning}" for warning in report.warnings]
+    lines = [f"  {label:<{width}}  {_printable(value)}" for label, value in rows]
+    lines += [f"  warning: {_printable(warning)}" for warning in report.warnings]
     lines.append("")
-    lines.append(_verdict(report))
+    lines.append(_verdict(report, settings))
     return "\n".join(lines)
 
 
-def _verdict(report: _check.Report) -> str:
-    if not report.ok:
-        lines = [f"FAILED at {report.failed_step}: {report.problem}"]
-        if report.hint:
-            lines.append(f"hint: {report.hint}")
-        return "\n".join(lines)
+def _verdict(report: _check.Report, settings: str) -> str:
+    if report.ok:
+        return f"OK: these settings work: {settings}"
 
-    settings = [f"{report.host!r}", str(report.port), f"security={report.security!r}"]
-    if report.username is not None:
-        settings.append(f"username={report.username!r}, password=...")
-    if report.idle_probe is not None:
-        settings.append(f"max_idle={report.idle_probe.max_idle:g}")
-        settings.append(f"max_lifetime={report.idle_probe.max_lifetime:g}")
-    return f"OK: these settings work: SMTPPool({', '.join(settings)})"
+    lines = [f"FAILED at {report.failed_step}: {_printable(report.problem or '')}"]
+    if report.hint:
+        lines.append(f"hint: {report.hint}")
+    return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """Control characters (escape sequences among them) written as ``\\xNN``."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _tls_rows(tls: _check.TLS) -> list[tuple[str, str]]:
@@ -324,12 +437,22 @@ def _probe_rows(probe: _check.IdleProbe) -> list[tuple[str, str]]:
     if probe.dropped_after is None:
         rows.append(("idle dropped", "never, within the silences tried"))
     else:
-        cause = "idle timeout" if probe.confirmed else "not silence: a fresh one lived"
-        rows.append(("idle dropped", f"after {probe.dropped_after:g} s ({cause})"))
+        when = probe.dropped_after
+        if probe.dropped_at_silence is not None:
+            when = round(probe.dropped_at_silence, 1)
+        cause = {
+            "silence": "the server limits silence",
+            "age": "the server limits age: a session kept busy was dropped too",
+        }.get(probe.cause or "", "stopped before the cause was known")
+        rows.append(("idle dropped", f"after {when:g} s of silence ({cause})"))
     if probe.dropped_at_age is not None:
         rows.append(("dropped at age", f"{probe.dropped_at_age:.1f} s"))
-    rows.append(("max_idle", f"{probe.max_idle:g} s (recommended)"))
-    rows.append(("max_lifetime", f"{probe.max_lifetime:g} s (recommended)"))
+    if probe.interrupted:
+        rows.append(("idle probe", "interrupted"))
+    if probe.max_idle is not None:
+        rows.append(("max_idle", f"{probe.max_idle:g} s (recommended)"))
+    if probe.max_lifetime is not None:
+        rows.append(("max_lifetime", f"{probe.max_lifetime:g} s (recommended)"))
     return rows
 
 

@@ -204,5 +204,8 @@ class PoolConfig:
 
     @property
     def address(self) -> str:
-        """``host:port``, as logs and errors show it."""
+        """``host:port``, as logs and errors show it; ``[host]:port`` for an IPv6
+        address, whose colons would otherwise run into the port's."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from smtppool import _cli
+from smtppool import _check, _cli
 from smtppool.testing import SMTPTestServer
 
 from .conftest import SECRETS
@@ -77,7 +79,7 @@ def test_plain_server(smtp_server: SMTPTestServer, run: Run) -> None:
     assert "warning: the session is not encrypted (security='none')\n" in out
     assert out.rstrip().endswith(
         f"OK: these settings work: SMTPPool('localhost', {smtp_server.port}, "
-        "security='none')"
+        "security='none', local_hostname='client.test')"
     )
     (session,) = smtp_server.sessions
     assert session.commands == ("EHLO",) + ("NOOP",) * 5 + ("QUIT",)
@@ -102,7 +104,11 @@ def test_starttls_and_login(
     assert row(out, "names") == "127.0.0.1, localhost"
     assert row(out, "verified") == "certificate and host name match"
     assert row(out, "login").startswith("ok as app")
-    assert "username='app', password=..." in out
+    assert (
+        f"SMTPPool('localhost', {server.port}, security='starttls', "
+        f"ssl_context=ssl.create_default_context(cafile={ca_file!r}), "
+        "username='app', password=..., local_hostname='client.test')"
+    ) in out
     (session,) = server.sessions
     assert session.tls
     assert session.authenticated_as == "app"
@@ -170,6 +176,7 @@ def test_oauth2_token_from_the_environment(
     assert status == _cli.OK, out
     assert "XOAUTH2" in row(out, "extensions")
     assert row(out, "login").startswith("ok as app")
+    assert "username='app', oauth_token=..." in out
     assert token not in out + err
     assert server.sessions[0].authenticated_as == "app"
 
@@ -353,9 +360,9 @@ def test_idle_probe(
     smtp_server_factory: Callable[..., SMTPTestServer], run: Run
 ) -> None:
     """A server that drops sessions silent for 2 s: 0.6 and 1.2 s survive, 2.4 s
-    do not, a fresh session confirms it, and the advice stays below 2 s. Each
-    silence is 0.4 s or more away from the timeout, so a slow machine cannot
-    change the outcome."""
+    do not, the server is heard closing at 2 s, a fresh session kept busy for
+    longer lives, and the advice stays below 2 s. Each silence is 0.4 s or more
+    away from the timeout, so a slow machine cannot change the outcome."""
     server = smtp_server_factory(idle_timeout=2, idle_drop="421")
 
     status, out, err = run(
@@ -366,29 +373,57 @@ def test_idle_probe(
     probe = json.loads(out)["idle_probe"]
     assert probe["survived"] == [0.6, 1.2]
     assert probe["dropped_after"] == 2.4
-    assert probe["confirmed"] is True
+    assert 2.0 <= probe["dropped_at_silence"] < 2.4
+    assert probe["cause"] == "silence"
     assert probe["dropped_at_age"] is None
-    assert probe["max_idle"] == 0.9  # 80 % of 1.2 s, in tenths, rounded down
+    assert probe["max_idle"] == 1.6  # 80 % of 2 s, in tenths, rounded down
     assert probe["max_lifetime"] == 600
-    assert err.splitlines() == [
+    lines = err.splitlines()
+    assert lines[:5] == [
         "idle probe: silent for 0.6 s ...",
         "idle probe: silent for 0.6 s: still open",
         "idle probe: silent for 1.2 s ...",
         "idle probe: silent for 1.2 s: still open",
         "idle probe: silent for 2.4 s ...",
-        "idle probe: silent for 2.4 s: dropped",
-        "idle probe: a fresh session, silent for 2.4 s ...",
-        "idle probe: a fresh session, silent for 2.4 s: dropped",
     ]
-    # The check's session, the probed one and the fresh one.
+    assert lines[5].startswith("idle probe: silent for 2.4 s: dropped after 2.")
+    assert lines[6].startswith("idle probe: a fresh session, busy for ")
+    assert (
+        lines[7]
+        == "idle probe: a fresh session: still open, so the limit is on silence"
+    )
+    # The check's session, the probed one and the busy one.
     assert len(server.sessions) == 3
+
+
+@pytest.mark.slow
+def test_idle_probe_tells_an_age_limit_from_an_idle_one(
+    smtp_server_factory: Callable[..., SMTPTestServer], run: Run
+) -> None:
+    """A server that drops every session 3 s after it opens, however busy: the
+    first session dies 1.5 s into a silence of 2 s, and a fresh one kept busy
+    dies at 3 s too. Advice: a lifetime below 3 s; silences of 1 s are safe."""
+    server = smtp_server_factory(max_session_age=3, idle_drop="421")
+
+    status, out, _ = run(
+        server, "--security", "none", "--idle-probe", "--probe-first", "0.5"
+    )
+
+    assert status == _cli.OK, out
+    assert row(out, "idle survived") == "0.5 s, 1 s"
+    assert "the server limits age" in row(out, "idle dropped")
+    assert 3.0 <= float(row(out, "dropped at age").split()[0]) < 3.5
+    assert row(out, "max_idle") == "1 s (recommended)"
+    assert row(out, "max_lifetime") == "2.4 s (recommended)"
+    assert "max_idle=1, max_lifetime=2.4)" in out
 
 
 @pytest.mark.slow
 def test_idle_probe_table(
     smtp_server_factory: Callable[..., SMTPTestServer], run: Run
 ) -> None:
-    """A server that never drops a silent session within the silences tried."""
+    """A server that never drops a silent session within the silences tried:
+    the longest one tried, --probe-longest itself, is what is known safe."""
     server = smtp_server_factory()
 
     status, out, _ = run(
@@ -403,10 +438,54 @@ def test_idle_probe_table(
     )
 
     assert status == _cli.OK
-    assert row(out, "idle survived") == "0.2 s, 0.4 s"
+    assert row(out, "idle survived") == "0.2 s, 0.4 s, 0.5 s"
     assert row(out, "idle dropped") == "never, within the silences tried"
-    assert row(out, "max_idle") == "60 s (recommended)"
-    assert "max_idle=60, max_lifetime=600)" in out
+    assert row(out, "max_idle") == "0.5 s (recommended)"
+    assert "max_idle=0.5, max_lifetime=600)" in out
+
+
+def test_idle_probe_that_learns_nothing_fails(
+    smtp_server: SMTPTestServer, run: Run
+) -> None:
+    """Every session dropped at its first NOOP after the check's own five: no
+    silence is known safe, so there is no max_idle to recommend."""
+    smtp_server.on("NOOP", drop=True, after=5)
+
+    status, out, _ = run(
+        smtp_server, "--security", "none", "--idle-probe", "--probe-first", "0.1"
+    )
+
+    assert status == _cli.FAILED
+    assert "FAILED at idle probe: the server dropped a session silent for 0.1 s" in out
+    assert "run again with a smaller --probe-first" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_idle_probe(smtp_server: SMTPTestServer) -> None:
+    """The report so far, as JSON, the probe marked interrupted, no traceback,
+    status 130, and the probed session closed."""
+    command = [sys.executable, "-m", "smtppool", "check"]
+    target = f"127.0.0.1:{smtp_server.port}"
+    with subprocess.Popen(  # noqa: S603 - our own command line
+        [*command, target, "--security", "none", "--json", "--idle-probe"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as checking:
+        assert checking.stderr is not None
+        assert checking.stderr.readline() == "idle probe: silent for 1 s ...\n"
+        checking.send_signal(signal.SIGINT)
+        out, err = checking.communicate(timeout=30)
+
+    assert checking.returncode == _cli.INTERRUPTED
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["failed_step"] == "interrupted"
+    assert report["idle_probe"]["interrupted"] is True
+    assert report["greeting"].startswith("220 ")
+    smtp_server.wait_for_sessions_closed()
+    assert [s.commands[-1] for s in smtp_server.sessions] == ["QUIT", "QUIT"]
 
 
 def test_password_is_never_an_argument(
@@ -447,7 +526,7 @@ def test_clear_text_login_needs_the_opt_in(
 
     status, _, err = run(server, "--security", "none", "--user", "app")
     assert status == _cli.USAGE
-    assert "allow_unencrypted_auth=True" in err
+    assert "or --allow-unencrypted-auth for a relay you trust" in err
     assert server.sessions == []
 
     status, out, _ = run(
@@ -457,16 +536,137 @@ def test_clear_text_login_needs_the_opt_in(
     assert server.sessions[0].authenticated_as == "app"
 
 
-def test_bad_probe_settings(
-    smtp_server: SMTPTestServer, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--probe-first", "5", "--probe-longest", "1"], "--probe-first must be at"),
+        (["--oauth-token-env", "TOKEN"], "--oauth-token-env needs --user"),
+        (["--cafile", "ca.pem", "--security", "none"], "--cafile does nothing"),
+        # A secret typed where the variable's name belongs is not repeated.
+        (["--user", "u", "--oauth-token-env", SECRETS[1]], "the name of an environ"),
+        (["--user", "u", "--password-env", SECRETS[1]], "the name of an environment"),
+    ],
+)
+def test_bad_option_combinations(
+    smtp_server: SMTPTestServer,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
 ) -> None:
-    status = _cli.main(
-        ["check", f"localhost:{smtp_server.port}", "--probe-first", "0", "--idle-probe"]
-    )
+    status = _cli.main(["check", f"localhost:{smtp_server.port}", "--json", *args])
 
     assert status == _cli.USAGE
-    assert "--probe-first must be greater than 0" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert message in err
+    assert json.loads(out)["failed_step"] == "settings"
+    assert SECRETS[1] not in out + err
     assert smtp_server.sessions == []
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "inf", "nan"])
+def test_times_must_be_finite_and_positive(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["check", "localhost", "--timeout", seconds])
+
+    assert exited.value.code == _cli.USAGE
+    assert "must be a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_server_text_cannot_rewrite_the_verdict(
+    smtp_server: SMTPTestServer, run: Run
+) -> None:
+    """A reply holding terminal escapes is shown escaped."""
+    smtp_server.on("EHLO", "550 denied\r\x1b[2KOK: these settings work")
+    smtp_server.on("HELO", "550 denied\x1b[2J")
+
+    status, out, _ = run(smtp_server, "--security", "none")
+
+    assert status == _cli.FAILED
+    assert "\x1b" not in out
+    assert "FAILED at ehlo: SMTPHeloError: 550 denied\\x1b[2J" in out
+
+
+def test_helo_only(smtp_server: SMTPTestServer, run: Run) -> None:
+    smtp_server.on("EHLO", "502 5.5.2 not here")
+
+    status, out, _ = run(smtp_server, "--security", "none")
+
+    assert status == _cli.OK
+    assert row(out, "extensions") == "none (HELO only)"
+
+
+def test_a_refusal_that_is_not_about_credentials(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    server_context: ssl.SSLContext,
+    ca_file: str,
+    run: Run,
+) -> None:
+    server = smtp_server_factory(tls_context=server_context, auth=("app", PASSWORD))
+    server.on("AUTH", "454 4.7.0 Temporary authentication failure")
+
+    status, out, _ = run(server, "--user", "app", "--cafile", ca_file)
+
+    assert status == _cli.FAILED
+    assert row(out, "login") == "failed as app"
+    assert "FAILED at login: SMTPAuthenticationError: 454" in out
+    assert "hint:" not in out
+
+
+def test_expired_certificate(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    ca: trustme.CA,
+    ca_file: str,
+    run: Run,
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    expired = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    ca.issue_cert("localhost", not_after=expired).configure_cert(context)
+    server = smtp_server_factory(tls_context=context)
+
+    status, out, _ = run(server, "--cafile", ca_file)
+
+    assert status == _cli.FAILED
+    assert "SSLCertVerificationError: certificate has expired" in out
+    assert "hint: the server's certificate is outside its dates" in out
+
+
+def test_only_host_names_and_addresses_are_listed_as_names() -> None:
+    """A certificate's other alternative names (a directory name, an email
+    address) are not what the host name is checked against."""
+    certificate = _check._certificate(
+        {
+            "subject": ((("commonName", "mail.example.test"),),),
+            "issuer": ((("organizationName", "Example, Inc."),),),
+            "notAfter": "Jan  1 00:00:00 3000 GMT",
+            "subjectAltName": (
+                ("DNS", "mail.example.test"),
+                ("DirName", ((("commonName", "x"),),)),
+                ("email", "admin@example.test"),
+                ("IP Address", "192.0.2.1"),
+            ),
+        }
+    )
+
+    assert certificate is not None
+    assert certificate.names == ["mail.example.test", "192.0.2.1"]
+    assert certificate.subject == "CN=mail.example.test"
+    assert certificate.issuer == "O=Example\\, Inc."
+
+
+def test_an_ipv6_server(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = smtp_server_factory(host="::1")
+
+    status = _cli.main(["check", f"[::1]:{server.port}", "--security", "none"])
+
+    out = capsys.readouterr().out
+    assert status == _cli.OK, out
+    assert row(out, "server") == f"[::1]:{server.port}, security='none'"
+    assert f"SMTPPool('::1', {server.port}, security='none')" in out
 
 
 @pytest.mark.parametrize(

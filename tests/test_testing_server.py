@@ -52,6 +52,25 @@ def test_idle_421_line_is_written_before_closing(
     assert server.sessions[0].replies == (220, 421)
 
 
+def test_a_session_is_dropped_at_its_age_however_busy(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+) -> None:
+    """max_session_age: NOOPs keep the idle timer away, not the age limit."""
+    server = smtp_server_factory(idle_timeout=0.5, max_session_age=0.6, idle_drop="421")
+    client = plain_client(server)
+
+    # NOOP after NOOP, with no pause for the idle timer, until one is not 250.
+    while client.noop()[0] == 250:
+        pass
+
+    client.close()
+    server.wait_for_sessions_closed()
+    (session,) = server.sessions
+    assert 421 in session.replies
+    assert session.commands.count("NOOP") > 10
+    assert session.ended_at - session.started_at >= 0.6
+
+
 def test_greeting_can_be_replaced(
     smtp_server: SMTPTestServer, pool_factory: Callable[..., SMTPPool]
 ) -> None:

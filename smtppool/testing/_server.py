@@ -175,6 +175,9 @@ class SMTPTestServer:
         idle_timeout: Seconds of client silence after which the server drops the
             session, or None never to drop it.
         idle_drop: How it drops an idle session (see `IdleDrop`).
+        max_session_age: Seconds after which the server drops any session, busy
+            or not, the way ``idle_drop`` says (some providers cap how long a
+            session may last), or None for no limit.
         tls_context: A server-side context; offers STARTTLS when given.
         implicit_tls: Speak TLS from the first byte (as on port 465) instead.
         auth: A ``(username, password)`` pair the server accepts with AUTH PLAIN
@@ -196,6 +199,7 @@ class SMTPTestServer:
         host: str = "127.0.0.1",
         idle_timeout: float | None = None,
         idle_drop: IdleDrop | Literal["silent", "421", "reset"] = IdleDrop.SILENT,
+        max_session_age: float | None = None,
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         auth: tuple[str, str] | None = None,
@@ -213,6 +217,7 @@ class SMTPTestServer:
         self.port = 0
         self.idle_timeout = idle_timeout
         self.idle_drop = IdleDrop(idle_drop)
+        self.max_session_age = max_session_age
         self.tls_context = tls_context
         self.implicit_tls = implicit_tls
         self._auth = auth
@@ -645,6 +650,7 @@ class _ScriptedSMTP(SMTP):
         self._owner = server
         self.record = _LiveSession(id=0, peer=(), started_at=0.0)
         self._greeted = False
+        self._age_timer: asyncio.TimerHandle | None = None
         self._chunks: list[bytes] = []
         self._chunks_for: Envelope | None = None
         self._smtp_methods = {
@@ -661,6 +667,10 @@ class _ScriptedSMTP(SMTP):
             peer = transport.get_extra_info("peername")
             self.record = self._owner._session_started(self, peer)
             self.record.tls = self._owner.implicit_tls
+            if self._owner.max_session_age is not None:
+                self._age_timer = self.loop.call_later(
+                    self._owner.max_session_age, self._timeout_cb
+                )
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -677,6 +687,8 @@ class _ScriptedSMTP(SMTP):
         # asyncio closes the socket only after this returns; record the end after
         # that, so a test that waits for it knows the client can see the close.
         self.loop.call_soon(self._owner._session_ended, self)
+        if self._age_timer is not None:
+            self._age_timer.cancel()
         super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
@@ -812,7 +824,8 @@ class _ScriptedSMTP(SMTP):
             _reset(transport)
 
     def _timeout_cb(self) -> None:
-        # Overrides aiosmtpd's idle timer callback, which always closes silently.
+        # Overrides aiosmtpd's idle timer callback, which always closes silently;
+        # also the max_session_age timer's.
         transport = self.transport
         if transport is None:
             return
