@@ -415,9 +415,9 @@ def probe_idle(
     One session is left silent for ``first`` seconds, then tried with NOOP; while
     it is still open the silence doubles, up to ``longest``. When a silence ends
     it, a fresh session is kept busy (a NOOP every half of the longest silence
-    survived) for as long as the first one lived: if the busy one is dropped too,
-    the server limits a session's age, not its silence. Raises what opening a
-    session raises.
+    survived) for a quarter longer than the first one lived: if the busy one is
+    dropped too, the server limits a session's age, not its silence. Raises what
+    opening a session raises.
     """
     session = _session.open_session(config, clock(), config.name, context)
     opened = clock()
@@ -456,7 +456,9 @@ def _tell_age_from_silence(
     progress: Callable[[str], None],
     clock: Callable[[], float],
 ) -> None:
-    """Keep a fresh session busy for as long as the dropped one lived."""
+    """Keep a fresh session busy for longer than the dropped one lived."""
+    # A margin, so that an age limit the first session just reached is reached
+    # by this one too, however the two were scheduled.
     busy_for = lived * 1.25 + 1.0
     shortest = probe.dropped_at_silence or probe.dropped_after or 1.0
     every = (probe.survived[-1] if probe.survived else shortest) / 2

@@ -203,7 +203,7 @@ def _settings(args: argparse.Namespace) -> tuple[PoolConfig, ssl.SSLContext | No
 
 
 def _not_yet() -> str:
-    raise AssertionError("the password is asked for before any session opens")
+    raise AssertionError("a stand-in, replaced before any session opens")
 
 
 def _check_combinations(args: argparse.Namespace, security: str) -> None:
