@@ -351,13 +351,15 @@ def test_a_login_without_tls_is_refused_even_when_failing_silently(
 def test_headers_django_lets_through_are_refused(
     server: SMTPTestServer, headers: dict[str, str]
 ) -> None:
-    """Django refuses CR and LF in a header; the other characters Python's email
-    package writes as line breaks are refused too, even when failing silently."""
+    """Django 5.2 refuses CR and LF in a header; the other characters Python's
+    email package writes as line breaks are refused too, even when failing
+    silently. (Django 6 builds with the modern policy, which refuses them
+    itself.)"""
     message = mail.EmailMessage(
         "subject", "body", "s@example.test", ["r@example.test"], headers=headers
     )
 
-    with pytest.raises(ValueError, match="header contains a line break"):
+    with pytest.raises(ValueError, match=r"header contains a line break|linefeed"):
         message.send(fail_silently=True)
 
     assert server.count("MAIL") == 0

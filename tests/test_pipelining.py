@@ -503,7 +503,11 @@ def test_a_header_object_with_a_line_break_is_refused(
         ("<<s@example.test> NOTIFY=NEVER", "cannot be read as one address"),
         ("s@example.test NOTIFY=NEVER", "would go out as 's@example.testNOTIFY"),
         ("s@exa\tmple.test", "would go out as 's@example.test'"),
-        ("a@example.test, victim@example.test", "holds more than one address"),
+        # Python 3.13's stricter parser cannot read it as an address at all.
+        (
+            "a@example.test, victim@example.test",
+            "holds more than one address|cannot be read as one address",
+        ),
         ("s@example.test\x0bRCPT", "contains a line break or a control character"),
         ("s@example.test\x00", "contains a line break or a control character"),
     ],
