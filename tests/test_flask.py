@@ -171,6 +171,23 @@ def test_flask_mail_headers_are_checked_before_sending(
     assert smtp_server.count("MAIL") == 0
 
 
+def test_a_flask_mail_attachment_name_is_checked_before_sending(
+    smtp_server: SMTPTestServer, app_factory: AppFactory
+) -> None:
+    """An attachment's file name is a header of its part, which Flask-Mail's
+    own check does not look at."""
+    app = app_factory()
+    mail = Mail(app)
+
+    with app.app_context():
+        message = flask_mail.Message(recipients=["r@example.test"], body="b")
+        message.attach("invoice.pdf\r\nINJECTED", "application/pdf", b"%PDF")
+        with pytest.raises(ValueError, match="'Content-Disposition' header contains"):
+            mail.send(message)
+
+    assert smtp_server.count("MAIL") == 0
+
+
 def test_flask_mailman_headers_are_checked_before_sending(
     smtp_server: SMTPTestServer, app_factory: AppFactory
 ) -> None:
