@@ -97,8 +97,9 @@ class IdleProbe:
     # server closed it, when it said so (a 421 or a close, not a silent drop).
     dropped_after: float | None = None
     dropped_at_silence: float | None = None
-    # What the server limits: "silence", or "age" when a session kept busy was
-    # dropped as well, at ``dropped_at_age`` seconds old.
+    # What ended the first session: "silence", or "age" when a session kept
+    # busy was dropped at about the same age. ``dropped_at_age`` is the age the
+    # busy one was dropped at, if it was: an age limit either way.
     cause: str | None = None
     dropped_at_age: float | None = None
     # The limits to set; max_idle is None when no silence was seen survived.
@@ -124,6 +125,10 @@ class Report:
     warnings: list[str] = attrs.field(factory=list)
     addresses: list[str] = attrs.field(factory=list)
     resolve_seconds: float | None = None
+    # The name sent in EHLO, and how long working it out took (this machine's
+    # own name lookup, slow where the name does not resolve).
+    local_hostname: str | None = None
+    local_hostname_seconds: float | None = None
     connect_seconds: float | None = None
     greeting: str | None = None
     greeting_seconds: float | None = None
@@ -138,6 +143,8 @@ class Report:
     # "ok", "refused" (535: wrong credentials), "failed" (any other reply or
     # error) or "not tried" (no username given, or an earlier failure).
     login: str = "not tried"
+    # "password" or "oauth2" (AUTH XOAUTH2), when a login was asked for.
+    login_with: str | None = None
     login_seconds: float | None = None
     round_trip_seconds: float | None = None
     idle_probe: IdleProbe | None = None
@@ -164,6 +171,12 @@ def _run(report: Report, config: PoolConfig, context: ssl.SSLContext | None) -> 
         found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
         report.resolve_seconds = time.perf_counter() - start
         report.addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+
+    # The name for EHLO, which the pool works out once per process: outside the
+    # connection's timing, where a slow lookup would pass for a slow server.
+    start = time.perf_counter()
+    report.local_hostname = config.local_hostname or _session.default_local_hostname()
+    report.local_hostname_seconds = time.perf_counter() - start
 
     with _step(report, "connect"):
         start = time.perf_counter()
@@ -214,13 +227,15 @@ def _after_connect(
 
     report.auth_mechanisms = report.extensions.get("AUTH", "").upper().split()
     if config.username is not None:
+        report.login_with = "password" if config.oauth_token is None else "oauth2"
         with _step(report, "login"):
             start = time.perf_counter()
             try:
                 _session._login(smtp, config.username, config)
-            except smtplib.SMTPResponseException as exc:
+            except Exception as exc:
                 # 535 is "these credentials are wrong" (RFC 4954 section 6).
-                report.login = "refused" if exc.smtp_code == 535 else "failed"
+                code = getattr(exc, "smtp_code", None)
+                report.login = "refused" if code == 535 else "failed"
                 raise
             report.login = "ok"
             report.login_seconds = time.perf_counter() - start
@@ -266,7 +281,12 @@ def _hint(exc: BaseException, report: Report) -> str | None:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _certificate_hint(exc.verify_code, report.host)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return _LOGIN_HINTS.get(exc.smtp_code)
+        return _login_hint(exc.smtp_code, report.login_with)
+    if isinstance(exc, smtplib.SMTPConnectError) and exc.smtp_code == 421:
+        return (
+            "the server turned this connection away for now (421); the pool tries "
+            "again on its own (retries=), so run the check again"
+        )
     return None
 
 
@@ -276,15 +296,24 @@ def _certificate_hint(code: int, host: str) -> str:
             "the server's certificate is outside its dates: its administrator must "
             "renew it (or this machine's clock is wrong)"
         )
-    if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+    if code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_...
         return (
-            f"the certificate is not for {host!r}: connect with a name the "
-            "certificate holds"
+            f"the certificate is not for {host!r}: connect with a name (or "
+            "address) the certificate holds"
         )
     return (
         "the certificate is not signed by an authority this machine trusts: for a "
         "private authority, pass --cafile (ssl_context= in the pool)"
     )
+
+
+def _login_hint(code: int, login_with: str | None) -> str | None:
+    if code == 535 and login_with == "oauth2":
+        return (
+            "the server refused the token: check that it is current and has the "
+            "scope the provider asks for sending mail"
+        )
+    return _LOGIN_HINTS.get(code)
 
 
 # Replies to AUTH that say what to change (RFC 4954 section 6).
@@ -419,8 +448,9 @@ def probe_idle(
     dropped too, the server limits a session's age, not its silence. Raises what
     opening a session raises.
     """
-    session = _session.open_session(config, clock(), config.name, context)
+    # Ages count from before connecting, as the server's own clock would.
     opened = clock()
+    session = _session.open_session(config, opened, config.name, context)
     silence = first
     try:
         while True:
@@ -464,17 +494,19 @@ def _tell_age_from_silence(
     every = (probe.survived[-1] if probe.survived else shortest) / 2
     progress(f"a fresh session, busy for {busy_for:.1f} s ...")
 
-    session = _session.open_session(config, clock(), config.name, context)
     opened = clock()
+    session = _session.open_session(config, opened, config.name, context)
     try:
-        while clock() - opened < busy_for:
-            heard = _wait_silently(session, every, clock)
+        while (left := busy_for - (clock() - opened)) > 0:
+            heard = _wait_silently(session, min(every, left), clock)
             if heard is not None or not _still_open(session):
-                probe.cause = "age"
-                probe.dropped_at_age = clock() - opened
-                progress(
-                    f"a fresh session: dropped at age {probe.dropped_at_age:.1f} s"
-                )
+                age = probe.dropped_at_age = clock() - opened
+                # Dropped at about the age the first one was: an age limit. Much
+                # older: the first one fell to silence, and this to a longer age
+                # limit, which is reported as well.
+                same_age = age <= lived + max(0.5, lived / 10)
+                probe.cause = "age" if same_age else "silence"
+                progress(f"a fresh session: dropped at age {age:.1f} s")
                 return
     finally:
         session.close(polite=True)
@@ -526,7 +558,7 @@ def _recommend(probe: IdleProbe, config: PoolConfig) -> None:
         probe.max_idle = _round_down(min(pool_idle, safe_silence))
 
     lifetime = pool_lifetime
-    if probe.cause == "age" and probe.dropped_at_age is not None:
+    if probe.dropped_at_age is not None:
         lifetime = min(lifetime, probe.dropped_at_age * MARGIN)
     probe.max_lifetime = _round_down(lifetime)
 

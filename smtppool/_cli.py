@@ -12,7 +12,7 @@ import re
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import attrs
 
@@ -61,10 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     # No abbreviations: "--password SECRET" must be an error, not taken for
     # "--password-env SECRET" and echoed back in the message about that variable.
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smtppool", description="Tools for smtppool's users.", allow_abbrev=False
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
     check = commands.add_parser(
         "check",
         allow_abbrev=False,
@@ -137,6 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an argument it does not know is not repeated: it may be a
+    password typed after a misspelt option."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message = "unrecognized arguments (not repeated here: one may be a secret)"
+        super().error(message)
+
+
 class _NoPassword(argparse.Action):
     """Refuse ``--password`` with a reason, and without echoing its value as
     argparse does for an argument it does not know."""
@@ -186,20 +198,31 @@ def _settings(args: argparse.Namespace) -> tuple[PoolConfig, ssl.SSLContext | No
         allow_unencrypted_auth=args.allow_unencrypted_auth,
         name=f"check {host}:{port}",
     )
+    context = _context(security, args.cafile)
+
     if args.oauth_token_env is not None:
         config = attrs.evolve(
             config, password=None, oauth_token=_from_environment(args.oauth_token_env)
         )
     elif args.user is not None:
         config = attrs.evolve(config, password=_password(args.user, args.password_env))
-
-    if config.security == "none":
-        return config, None
-    if args.cafile is None:
-        return config, default_tls_context()
-    context = ssl.create_default_context(cafile=args.cafile)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     return config, context
+
+
+def _context(security: str, cafile: str | None) -> ssl.SSLContext | None:
+    """The pool's default TLS context, or one that trusts ``cafile`` instead."""
+    if security == "none":
+        return None
+    if cafile is None:
+        return default_tls_context()
+
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"--cafile {cafile}: {reason}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _not_yet() -> str:
@@ -372,6 +395,13 @@ def render(report: _check.Report, settings: str) -> str:
     add(("server", f"{address}:{report.port}, security={report.security!r}"))
     if report.addresses:
         add(("resolved", f"{', '.join(report.addresses)}{_ms(report.resolve_seconds)}"))
+    if report.local_hostname is not None:
+        add(
+            (
+                "EHLO name",
+                f"{report.local_hostname}{_ms(report.local_hostname_seconds)}",
+            )
+        )
     if report.connect_seconds is not None:
         what = "connected (TCP and TLS)" if report.security == "ssl" else "connected"
         add((what, _ms(report.connect_seconds).strip(" ()")))
@@ -380,7 +410,7 @@ def render(report: _check.Report, settings: str) -> str:
     if report.extensions_before_tls is not None:
         add(("before STARTTLS", _extensions(report.extensions_before_tls)))
     if report.esmtp is not None:
-        add(("extensions", _extensions(report.extensions)))
+        add(("extensions", _extensions(report.extensions, esmtp=report.esmtp)))
     if report.tls is not None:
         rows.extend(_tls_rows(report.tls))
     if report.username is not None:
@@ -402,6 +432,8 @@ def render(report: _check.Report, settings: str) -> str:
 def _verdict(report: _check.Report, settings: str) -> str:
     if report.ok:
         return f"OK: these settings work: {settings}"
+    if report.failed_step == "interrupted":
+        return "INTERRUPTED (Ctrl-C): the rows above are what was found until then"
 
     lines = [f"FAILED at {report.failed_step}: {_printable(report.problem or '')}"]
     if report.hint:
@@ -435,7 +467,8 @@ def _probe_rows(probe: _check.IdleProbe) -> list[tuple[str, str]]:
     survived = ", ".join(f"{s:g} s" for s in probe.survived) or "none"
     rows = [("idle survived", survived)]
     if probe.dropped_after is None:
-        rows.append(("idle dropped", "never, within the silences tried"))
+        never = "not before the interruption" if probe.interrupted else "never"
+        rows.append(("idle dropped", f"{never}, within the silences tried"))
     else:
         when = probe.dropped_after
         if probe.dropped_at_silence is not None:
@@ -443,10 +476,11 @@ def _probe_rows(probe: _check.IdleProbe) -> list[tuple[str, str]]:
         cause = {
             "silence": "the server limits silence",
             "age": "the server limits age: a session kept busy was dropped too",
-        }.get(probe.cause or "", "stopped before the cause was known")
+        }.get(probe.cause or "", "interrupted before the cause was known")
         rows.append(("idle dropped", f"after {when:g} s of silence ({cause})"))
     if probe.dropped_at_age is not None:
-        rows.append(("dropped at age", f"{probe.dropped_at_age:.1f} s"))
+        busy = f"{probe.dropped_at_age:.1f} s, a session kept busy"
+        rows.append(("dropped at age", busy))
     if probe.interrupted:
         rows.append(("idle probe", "interrupted"))
     if probe.max_idle is not None:
@@ -456,9 +490,9 @@ def _probe_rows(probe: _check.IdleProbe) -> list[tuple[str, str]]:
     return rows
 
 
-def _extensions(features: dict[str, str]) -> str:
+def _extensions(features: dict[str, str], *, esmtp: bool = True) -> str:
     words = [f"{name} {value}".strip() for name, value in features.items()]
-    return ", ".join(words) or "none (HELO only)"
+    return ", ".join(words) or ("none" if esmtp else "none (HELO only)")
 
 
 def _ms(seconds: float | None) -> str:

@@ -76,6 +76,7 @@ def test_plain_server(smtp_server: SMTPTestServer, run: Run) -> None:
     assert row(out, "greeting").startswith("220 smtppool.test")
     assert "PIPELINING" in row(out, "extensions")
     assert row(out, "round trip").endswith("ms (NOOP)")
+    assert row(out, "EHLO name").startswith("client.test (")
     assert "warning: the session is not encrypted (security='none')\n" in out
     assert out.rstrip().endswith(
         f"OK: these settings work: SMTPPool('localhost', {smtp_server.port}, "
@@ -181,6 +182,27 @@ def test_oauth2_token_from_the_environment(
     assert server.sessions[0].authenticated_as == "app"
 
 
+def test_a_refused_token(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    server_context: ssl.SSLContext,
+    ca_file: str,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = smtp_server_factory(
+        tls_context=server_context, xoauth2=lambda user, given: False
+    )
+    monkeypatch.setenv("TOKEN", SECRETS[1])
+
+    status, out, _ = run(
+        server, "--user", "app", "--oauth-token-env", "TOKEN", "--cafile", ca_file
+    )
+
+    assert status == _cli.FAILED
+    assert row(out, "login").startswith("refused as app")
+    assert "hint: the server refused the token" in out
+
+
 def test_server_without_auth(smtp_server: SMTPTestServer, run: Run) -> None:
     """A server that offers no AUTH at all is told apart from refused credentials."""
     smtp_server.on("EHLO", "250 smtppool.test")
@@ -192,6 +214,8 @@ def test_server_without_auth(smtp_server: SMTPTestServer, run: Run) -> None:
     assert status == _cli.FAILED
     assert "FAILED at login: SMTPNotSupportedError:" in out
     assert "does not offer AUTH: leave out the username" in out
+    assert row(out, "login") == "failed as app"
+    assert row(out, "extensions") == "none"
     assert "AUTH" not in smtp_server.sessions[0].commands
 
 
@@ -210,6 +234,10 @@ def test_clear_text_where_starttls_is_offered(
 
 def refuse_at_greeting(server: SMTPTestServer) -> None:
     server.on("CONNECT", "554 5.7.1 no service for you")
+
+
+def turn_away(server: SMTPTestServer) -> None:
+    server.on("CONNECT", "421 4.7.0 too many connections", close=True)
 
 
 @pytest.mark.parametrize(
@@ -241,8 +269,22 @@ def refuse_at_greeting(server: SMTPTestServer) -> None:
                 "hint: nothing listens on that port",
             ],
         ),
+        (
+            turn_away,
+            "none",
+            [
+                "FAILED at connect: SMTPConnectError: 421",
+                "hint: the server turned this connection away for now (421)",
+            ],
+        ),
     ],
-    ids=["starttls not offered", "ssl on a plain port", "greeting 554", "no server"],
+    ids=[
+        "starttls not offered",
+        "ssl on a plain port",
+        "greeting 554",
+        "no server",
+        "greeting 421",
+    ],
 )
 def test_failures_of_a_plain_server(
     smtp_server: SMTPTestServer,
@@ -563,6 +605,32 @@ def test_bad_option_combinations(
     assert smtp_server.sessions == []
 
 
+def test_a_missing_ca_file_is_named_before_any_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(_cli.PASSWORD_VARIABLE, raising=False)
+
+    status = _cli.main(
+        ["check", "localhost", "--user", "app", "--cafile", "/nonexistent/ca.pem"]
+    )
+
+    assert status == _cli.USAGE
+    assert "--cafile /nonexistent/ca.pem: No such file" in capsys.readouterr().err
+
+
+def test_an_unknown_argument_is_not_repeated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It may be a password after a misspelt option."""
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["check", "localhost", "--passw", SECRETS[1]])
+
+    assert exited.value.code == _cli.USAGE
+    err = capsys.readouterr().err
+    assert "unrecognized arguments (not repeated here" in err
+    assert SECRETS[1] not in err
+
+
 @pytest.mark.parametrize("seconds", ["0", "-1", "inf", "nan"])
 def test_times_must_be_finite_and_positive(
     seconds: str, capsys: pytest.CaptureFixture[str]
@@ -630,6 +698,45 @@ def test_expired_certificate(
     assert status == _cli.FAILED
     assert "SSLCertVerificationError: certificate has expired" in out
     assert "hint: the server's certificate is outside its dates" in out
+
+
+def test_certificate_without_the_address(
+    smtp_server_factory: Callable[..., SMTPTestServer],
+    ca: trustme.CA,
+    ca_file: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    server = smtp_server_factory(tls_context=context)
+
+    status = _cli.main(["check", f"127.0.0.1:{server.port}", "--cafile", ca_file])
+
+    out = capsys.readouterr().out
+    assert status == _cli.FAILED
+    assert "IP address mismatch" in out
+    assert "hint: the certificate is not for '127.0.0.1'" in out
+
+
+@pytest.mark.slow
+def test_idle_probe_sees_an_idle_limit_and_a_longer_age_limit(
+    smtp_server_factory: Callable[..., SMTPTestServer], run: Run
+) -> None:
+    """Silence ends the first session 1.5 s into a silence, when it is 3 s old;
+    the busy one lives past that and is dropped at 4.5 s, its age limit."""
+    server = smtp_server_factory(idle_timeout=1.5, max_session_age=4.5, idle_drop="421")
+
+    status, out, _ = run(
+        server, "--security", "none", "--idle-probe", "--probe-first", "0.5"
+    )
+
+    assert status == _cli.OK, out
+    assert row(out, "idle dropped") == (
+        "after 1.5 s of silence (the server limits silence)"
+    )
+    assert row(out, "dropped at age").startswith("4.5 s, a session kept busy")
+    assert row(out, "max_idle") == "1.2 s (recommended)"
+    assert row(out, "max_lifetime") == "3.6 s (recommended)"
 
 
 def test_only_host_names_and_addresses_are_listed_as_names() -> None:
