@@ -52,7 +52,7 @@ from smtppool.testing import ReceivedMessage, SMTPTestServer
 from .conftest import SECRETS, make_message, parsed
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 # The names the samples use, and which local server each reaches.
 STARTTLS_HOSTS = ("smtp.example.com", "smtp.gmail.com")
@@ -62,7 +62,11 @@ SECRET = SECRETS[0]
 TOKEN = "ya29.docs-sample-token"
 
 _DIRECTIVE = re.compile(r"^<!-- sample-(setup|check|skip)\b:?(.*)$")
-_FENCE = re.compile(r"^```(\S*)")
+# Any fence: ``` or ~~~, indented or not, with its language however written.
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*\{?\.?([\w+-]*)")
+# Languages that are Python by another name: refused, so that no sample is
+# skipped for being written ```py.
+_PYTHON_NAMES = {"py", "python3", "pycon", "ipython", "python"}
 
 
 @attrs.frozen
@@ -142,6 +146,10 @@ class _Parser:
         end = self.index
         while "-->" not in self.lines[end]:
             end += 1
+        if first.strip() and end > self.index:
+            raise ValueError(
+                f"{self.where}: start a directive of several lines on a line of its own"
+            )
         if first.strip():
             snippet = Snippet(self.index + 1, first.split("-->")[0].strip())
         else:
@@ -150,14 +158,14 @@ class _Parser:
                 self.index + 2, textwrap.dedent(body[: body.rindex("-->")])
             )
 
+        if not snippet.code.strip():
+            raise ValueError(f"{self.where}: the sample-{kind} is empty")
         if kind == "check":
             if self.last is None or self.samples[self.last].check is not None:
                 raise ValueError(f"{self.where}: a check must follow its block")
             self.samples[self.last] = attrs.evolve(
                 self.samples[self.last], check=snippet
             )
-        elif kind == "skip" and not snippet.code:
-            raise ValueError(f"{self.where}: say why the sample is skipped")
         else:
             self.pending.append((kind, snippet))
         self.index = end + 1
@@ -165,12 +173,19 @@ class _Parser:
     def fence(self) -> None:
         match = _FENCE.match(self.lines[self.index])
         assert match is not None
+        indent, marks, language = match.groups()
         end = self.index + 1
-        while not self.lines[end].startswith("```"):
+        while not self.lines[end].lstrip().startswith(marks):
             end += 1
 
         self.last = None
-        if match.group(1) == "python":
+        is_python = language.lower() in _PYTHON_NAMES
+        if is_python and (indent, marks, language) != ("", "```", "python"):
+            raise ValueError(
+                f"{self.where}: write a Python sample as ```python at the start of "
+                "a line, so that it is run"
+            )
+        if is_python:
             pending = self.pending
             skips = [snippet.code for kind, snippet in pending if kind == "skip"]
             self.samples.append(
@@ -343,7 +358,7 @@ def namespace_for(servers: Servers) -> dict[str, Any]:
     }
 
 
-PAGES_WITH_SAMPLES = [page for page in PAGES if "```python" in page.read_text("utf-8")]
+PAGES_WITH_SAMPLES = [page for page in PAGES if samples_of(page)]
 
 
 @pytest.mark.parametrize(
@@ -411,6 +426,59 @@ def test_parser_refuses_a_sample_without_a_check(tmp_path: Path) -> None:
 
     page.write_text("<!-- sample-setup: x = 1 -->\n\ntext\n", encoding="utf-8")
     with pytest.raises(ValueError, match="right before its block"):
+        samples_of(page)
+
+
+@pytest.mark.parametrize(
+    "fence",
+    [
+        "```py",
+        "```python3",
+        "```Python",
+        "~~~python",
+        "````python",
+        "  ```python",
+        "```pycon",
+    ],
+)
+def test_parser_refuses_python_it_would_not_run(tmp_path: Path, fence: str) -> None:
+    """Python fenced any other way would be left out: it is an error instead."""
+    page = tmp_path / "page.md"
+    close = fence.strip().split("p")[0].split("P")[0].split("{")[0].strip()
+    page.write_text(f"{fence}\nassert False\n{close}\n", encoding="utf-8")
+
+    with pytest.raises(ValueError, match="write a Python sample as ```python"):
+        samples_of(page)
+
+
+@pytest.mark.parametrize("fence", ["``` python", "```{.python}"])
+def test_python_with_a_space_or_braces_is_still_run(tmp_path: Path, fence: str) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"{fence}\nx = 1\n```\n", encoding="utf-8")
+
+    with pytest.raises(ValueError, match="add a <!-- sample-check"):
+        samples_of(page)
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "<!-- sample-check -->",
+        "<!-- sample-check: assert x == 1\nassert x == 2\n-->",
+        "<!-- sample-skip: -->",
+    ],
+)
+def test_parser_refuses_a_directive_it_would_misread(
+    tmp_path: Path, directive: str
+) -> None:
+    page = tmp_path / "page.md"
+    block = "```python\nx = 1\n```\n"
+    page.write_text(
+        block + directive + "\n" if "check" in directive else directive + "\n" + block,
+        encoding="utf-8",
+    )
+
+    with pytest.raises(ValueError, match=r"is empty|on a line of its own"):
         samples_of(page)
 
 
