@@ -310,7 +310,12 @@ def namespace(servers: Servers) -> Iterator[dict[str, Any]]:
 
 @contextlib.contextmanager
 def django_settings(**settings: Any) -> Iterator[None]:
-    """Django set up with the test suite's settings module and these on top."""
+    """Django set up with the test suite's settings module and these on top.
+
+    The backend is Django's own unless the sample sets ``EMAIL_BACKEND``, so that
+    a sample that forgot the line cannot pass on the suite's settings.
+    """
+    settings.setdefault("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.deploy.django_settings")
     import django  # noqa: PLC0415 - only the Django samples need it
     from django.test.utils import override_settings  # noqa: PLC0415
