@@ -151,7 +151,7 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         # says nothing. Run it strictly, then decide here, under send_messages'
         # lock, so that every error is swallowed and logged.
         silently, self.fail_silently = self.fail_silently, False
-        _check_what_it_builds(email_message)
+        _check_when_built(email_message)  # removed again below
         try:
             return bool(super()._send(email_message))
         except (smtplib.SMTPException, OSError) as exc:
@@ -224,13 +224,13 @@ class EmailBackend(DjangoSMTPBackend):  # type: ignore[misc]
         )
 
 
-def _check_what_it_builds(email_message: Any) -> None:
-    """Have the message's headers checked as Django builds it, before a byte is
-    sent: Django refuses CR and LF in headers, but not the other characters that
-    Python's email package writes as line breaks. Django's ``_send`` hands only the
-    finished bytes on, so the check sits on the message's own ``message()``, for
-    this send (the caller removes it), whatever arguments the Django version
-    passes."""
+def _check_when_built(email_message: Any) -> None:
+    """Wrap the message's ``message()`` for one send, so that its headers are
+    checked as Django builds it, before a byte is sent: Django 5.2 refuses CR and
+    LF in headers, but not the other characters Python's email package writes as
+    line breaks. Django's ``_send`` hands only the finished bytes on, so the
+    wrapper is the one place to see the built message, whatever arguments the
+    Django version passes. The caller deletes the wrapper afterwards."""
     build = email_message.message
 
     def checked(*args: Any, **kwargs: Any) -> Any:
